@@ -1,0 +1,169 @@
+"""One frozen settings tree read from the environment (prefix ``STREAMAE_``, nesting ``__``).
+
+Every section is a plain pydantic model so the pipeline passes sections down, never the
+whole tree. ``load_settings`` turns a validation failure into one message per wrong
+variable that names the variable, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from streamae.exceptions import SettingsError
+
+ENV_PREFIX = "STREAMAE_"
+NESTED_DELIMITER = "__"
+
+CommaList = Annotated[list[str], NoDecode]
+IntList = Annotated[list[int], NoDecode]
+
+
+def _split_csv(value: Any) -> Any:
+    """Accept ``a,b,c`` and JSON lists alike, so operators can write either."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topics: CommaList = ["streamae.input"]
+    output_topic: str = "streamae.anomalies"
+    dead_letter_topic: str = "streamae.dead-letters"
+    scores_topic: str | None = None  # every score, not only anomalies, when set
+    latent_topic: str | None = None  # latent vectors (`streamae encode --topic`)
+    model_topic: str = "streamae.models"  # compacted; trainer publishes, scorers load
+    group_id: str = "streamae"
+    client_id: str = "streamae"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    session_timeout_ms: int = Field(45_000, ge=1_000)
+    max_message_bytes: int = Field(1_048_576, ge=16)  # larger inputs are dead-lettered
+
+    _split_topics = field_validator("input_topics", mode="before")(_split_csv)
+
+
+class InputSettings(Section):
+    kind: Literal["vector", "window", "image"] = "vector"
+    features: CommaList = []  # named-feature order; empty = order of the first message
+    dimension: int | None = Field(None, ge=1)  # fixed width; None = learnt at warm-up
+    image_height: int = Field(28, ge=4)
+    image_width: int = Field(28, ge=4)
+    image_channels: Literal[1, 3] = 1
+    image_resize: bool = True  # False: images of another size are dead-lettered
+
+    _split_features = field_validator("features", mode="before")(_split_csv)
+
+
+class WindowSettings(Section):
+    length: int = Field(32, ge=2)
+    stride: int = Field(1, ge=1)
+    max_keys: int = Field(10_000, ge=1)  # least recently seen key is evicted past this
+    late_policy: Literal["drop", "accept"] = "drop"
+
+
+class ModelSettings(Section):
+    kind: Literal["dense", "denoising", "vae", "conv", "conv1d"] = "dense"
+    hidden_sizes: IntList = [64, 32]
+    latent_size: int = Field(8, ge=1)
+    epochs: int = Field(30, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    noise_std: float = Field(0.1, ge=0)  # denoising: gaussian corruption
+    mask_probability: float = Field(0.1, ge=0, lt=1)  # denoising: masking corruption
+    beta: float = Field(1.0, ge=0)  # vae: weight of the KL term
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    patience: int = Field(5, ge=1)  # early stop after this many epochs without progress
+    seed: int = 0
+
+    _split_hidden = field_validator("hidden_sizes", mode="before")(_split_csv)
+
+
+class BatchSettings(Section):
+    max_size: int = Field(256, ge=1)
+    max_wait_ms: int = Field(100, ge=0)
+
+
+class ThresholdSettings(Section):
+    method: Literal["static", "quantile"] = "quantile"
+    value: float = Field(3.0, gt=0)  # static threshold on the score
+    quantile: float = Field(0.995, gt=0, lt=1)
+    window: int = Field(10_000, ge=10)  # recent scores the rolling quantile covers
+    min_samples: int = Field(100, ge=1)  # nothing is flagged before this many scores
+    normalisation: Literal["z", "robust_z"] = "robust_z"
+    top_k: int = Field(3, ge=1)  # deviating features named in each event
+
+
+class RetrainSettings(Section):
+    enabled: bool = True
+    every_windows: int = Field(5_000, ge=10)
+    every_seconds: float = Field(3_600, gt=0)
+    buffer_max_windows: int = Field(50_000, ge=10)
+    buffer_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    gate: float = Field(0.8, gt=0)  # only scores below gate * threshold enter the buffer
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    tolerance: float = Field(0.05, ge=0)  # challenger may be this much worse and still win
+    rollback_alert_ratio: float = Field(5.0, gt=1)
+
+
+class CheckpointSettings(Section):
+    directory: Path = Path("checkpoints")
+    keep: int = Field(5, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, frozen=True, extra="ignore"
+    )
+
+    role: Literal["all", "trainer", "scorer"] = "all"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    warmup_size: int = Field(1_000, ge=10)  # messages gathered to train the first model
+    metrics_port: int = Field(9100, ge=0, le=65535)  # 0 disables the HTTP server
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    kafka: KafkaSettings = KafkaSettings()
+    input: InputSettings = InputSettings()
+    window: WindowSettings = WindowSettings()
+    model: ModelSettings = ModelSettings()
+    batch: BatchSettings = BatchSettings()
+    threshold: ThresholdSettings = ThresholdSettings()
+    retrain: RetrainSettings = RetrainSettings()
+    checkpoints: CheckpointSettings = CheckpointSettings()
+
+
+def env_name(location: tuple[str | int, ...]) -> str:
+    """The environment variable a validation error location refers to."""
+    parts = [str(part) for part in location if not isinstance(part, int)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(parts).upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; raise SettingsError naming each wrong variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [
+            f"{env_name(err['loc'])}={err.get('input')!r}: {err['msg']}" for err in exc.errors()
+        ]
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
