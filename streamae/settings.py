@@ -93,6 +93,7 @@ class ModelSettings(Section):
     noise_std: float = Field(0.1, ge=0)  # denoising: gaussian corruption
     mask_probability: float = Field(0.1, ge=0, lt=1)  # denoising: masking corruption
     beta: float = Field(1.0, ge=0)  # vae: weight of the KL term
+    variational: bool = False  # conv / conv1d: a variational latent (dense: use kind vae)
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     patience: int = Field(5, ge=1)  # early stop after this many epochs without progress
     seed: int = 0
@@ -106,7 +107,7 @@ class BatchSettings(Section):
 
 
 class ThresholdSettings(Section):
-    method: Literal["static", "quantile"] = "quantile"
+    method: Literal["static", "quantile", "spot"] = "quantile"
     value: float = Field(3.0, gt=0)  # static threshold on the score
     quantile: float = Field(0.995, gt=0, lt=1)
     window: int = Field(10_000, ge=10)  # recent scores the rolling quantile covers

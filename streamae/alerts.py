@@ -1,0 +1,44 @@
+"""Why an alert fired: turning one scored sample into the anomaly event an operator reads.
+
+Vectors name their worst features; windows name their worst features too (z averaged
+over the window, values of its last reading); images name their worst regions and may
+carry a small heat map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamae.intake import Sample
+from streamae.messages import anomaly_event
+from streamae.scoring import heatmap, top_features, worst_patches
+
+IMAGE_PATCH = 4  # pixels per side of a reported region
+
+
+def explain(sample: Sample, values: np.ndarray, reconstructed: np.ndarray, z: np.ndarray,
+            top_k: int, with_heatmap: bool) -> dict:
+    """The ``features`` / ``regions`` / ``heatmap`` / ``window`` parts of an event."""
+    if values.ndim == 3:  # (C, H, W) image
+        parts: dict = {"regions": worst_patches(z, IMAGE_PATCH, top_k)}
+        if with_heatmap:
+            parts["heatmap"] = heatmap(z)
+        return parts
+    names = list(sample.names) if sample.names else None
+    if values.ndim == 2:  # (L, D) window: per-feature z over time, latest values
+        window = {"length": int(values.shape[0]), "end_ts": sample.ts_ms}
+        return {"features": top_features(values[-1], reconstructed[-1], z.mean(axis=0),
+                                         names, top_k),
+                "window": window}
+    return {"features": top_features(values, reconstructed, z, names, top_k)}
+
+
+def build_event(sample: Sample, *, score: float, threshold: float, method: str,
+                kind: str, version: int, detected_ms: int, explanation: dict) -> dict:
+    record = sample.record
+    return anomaly_event(
+        topic=record.topic, partition=record.partition, offset=record.offset,
+        key=sample.key, event_ts_ms=sample.ts_ms, detected_ts_ms=detected_ms,
+        score=score, threshold=threshold, threshold_method=method,
+        model_kind=kind, model_version=version, **explanation,
+    )

@@ -1,0 +1,165 @@
+"""``streamae run | demo | train | score``: the command line, and the only place that
+configures logging. Everything else is read from the environment (``STREAMAE_*``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streamae.exceptions import StreamaeError
+from streamae.settings import Settings, load_settings
+
+log = logging.getLogger("streamae.cli")
+
+
+class KeyValueFormatter(logging.Formatter):
+    """One line per event: ``ts=... level=... logger=... event=... k=v``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = (f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
+                f"logger={record.name} {record.getMessage()}")
+        if record.exc_info:
+            line += " exc=" + json.dumps(self.formatException(record.exc_info))
+        return line
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from streamae.service import serve
+
+    serve(settings, max_messages=args.max_messages, timeout_s=args.timeout)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streamae.demo import DemoStream
+    from streamae.kafka_io import build_producer
+    from streamae.messages import encode_json
+
+    topic = args.topic or settings.kafka.input_topics[0]
+    producer = build_producer(settings.kafka)
+    stream = DemoStream(pumps=args.pumps, anomaly_rate=args.anomaly_rate, seed=args.seed,
+                        start_ms=int(time.time() * 1000), clean_prefix=args.clean_prefix)
+    started, labels = time.monotonic(), 0
+    for n, reading in enumerate(stream.take(args.count)):
+        producer.send(topic, key=reading.key.encode(), value=encode_json(reading.as_message()))
+        labels += reading.label != "normal"
+        if args.rate > 0:
+            time.sleep(max(0.0, started + (n + 1) / args.rate - time.monotonic()))
+    producer.flush()
+    producer.close()
+    log.info("event=demo_produced topic=%s messages=%d anomalous=%d seconds=%.1f", topic,
+             args.count, labels, time.monotonic() - started)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from streamae.checkpoints import save_checkpoint
+    from streamae.live import calibrated_threshold, train_detector
+    from streamae.tables import read_table
+
+    table = read_table(args.csv, columns=args.columns, exclude=tuple(args.exclude))
+    directory = args.out or settings.checkpoints.directory
+    with tqdm(total=settings.model.epochs, desc="training", unit="epoch") as bar:
+        def progress(epoch: int, val_loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(val_loss=f"{val_loss:.4f}")
+
+        detector = train_detector(table.values, settings.model, settings.device, progress)
+    threshold = calibrated_threshold(settings.threshold, detector)
+    version = save_checkpoint(directory, detector, threshold_state=threshold.state(),
+                              metadata={"origin": "train", "source": str(args.csv),
+                                        "features": list(table.columns)},
+                              keep=settings.checkpoints.keep)
+    print(f"checkpoint version {version} in {directory} ({len(table.values)} rows, "
+          f"{len(table.columns)} features, threshold {threshold.value:.3f})")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    from streamae.checkpoints import load_latest
+    from streamae.scoring import Scorer
+    from streamae.tables import read_table, write_table
+
+    checkpoint = load_latest(args.checkpoints or settings.checkpoints.directory,
+                             device=settings.device)
+    if checkpoint is None:
+        raise StreamaeError("no checkpoint found; run `streamae train` first")
+    columns = checkpoint.metadata.get("features") or args.columns
+    table = read_table(args.csv, columns=columns, exclude=tuple(args.exclude))
+    from streamae.thresholds import threshold_from_state
+
+    threshold = threshold_from_state(checkpoint.threshold_state)
+    batch = Scorer(checkpoint.detector, settings.device).score(table.values)
+    flags = threshold.classify(batch.scores)
+    rows = [[i, round(float(s), 6), threshold.value, int(f)]
+            for i, (s, f) in enumerate(zip(batch.scores, flags, strict=True))]
+    write_table(args.out, ["row", "score", "threshold", "anomaly"], rows)
+    print(f"{len(rows)} rows scored, {int(np.sum(flags))} anomalies -> {args.out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="streamae", description=__doc__.split("\n")[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="the daemon: consume, score, publish anomalies")
+    run.add_argument("--max-messages", type=int, default=None, help="stop after this many")
+    run.add_argument("--timeout", type=float, default=None, help="stop after this many s")
+    demo = sub.add_parser("demo", help="produce a synthetic multi-sensor stream")
+    demo.add_argument("--count", type=int, default=20_000)
+    demo.add_argument("--rate", type=float, default=500.0, help="messages/s, 0 = unpaced")
+    demo.add_argument("--topic", default=None, help="default: the first input topic")
+    demo.add_argument("--pumps", type=int, default=4)
+    demo.add_argument("--anomaly-rate", type=float, default=0.002)
+    demo.add_argument("--clean-prefix", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0)
+    for name, helptext in (("train", "CSV -> checkpoint"), ("score", "CSV -> scores CSV")):
+        cmd = sub.add_parser(name, help=helptext)
+        cmd.add_argument("--csv", type=Path, required=True)
+        cmd.add_argument("--columns", nargs="*", default=None)
+        cmd.add_argument("--exclude", nargs="*", default=[])
+    sub.choices["train"].add_argument("--out", type=Path, default=None)
+    sub.choices["score"].add_argument("--checkpoints", type=Path, default=None)
+    sub.choices["score"].add_argument("--out", type=Path, required=True)
+    return top
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "score": cmd_score}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except StreamaeError as exc:
+        print(f"streamae: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    with contextlib.suppress(AttributeError):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        return COMMANDS[args.command](args, settings)
+    except StreamaeError as exc:
+        log.error("event=fatal error=%s detail=%r", type(exc).__name__, str(exc))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

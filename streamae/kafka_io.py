@@ -1,0 +1,203 @@
+"""Kafka clients built from settings, batch polling, and at-least-once offset tracking.
+
+The only module that imports kafka-python. ``OffsetTracker`` encodes the delivery rule:
+an offset is done once what it produced is acknowledged (or it produced nothing), and a
+partition commits ``offset + 1`` only up to its first offset that is not done yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from streamae.exceptions import InfrastructureError
+from streamae.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Record = ConsumerRecord
+
+
+def security_config(kafka: KafkaSettings) -> dict[str, object]:
+    """Client options shared by consumer, producer and admin (secrets unwrapped here only)."""
+    config: dict[str, object] = {
+        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism:
+        config["sasl_mechanism"] = kafka.sasl_mechanism
+        config["sasl_plain_username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            config["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if (path := getattr(kafka, name)) is not None:
+            config[name] = str(path)
+    if kafka.ssl_password is not None:
+        config["ssl_password"] = kafka.ssl_password.get_secret_value()
+    return config
+
+
+def build_consumer(kafka: KafkaSettings, max_poll_records: int,
+                   topics: Sequence[str] | None = None) -> KafkaConsumer:
+    try:
+        consumer = KafkaConsumer(
+            **security_config(kafka),
+            group_id=kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=kafka.auto_offset_reset,
+            max_poll_records=max_poll_records,
+            max_poll_interval_ms=kafka.max_poll_interval_ms,
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=min(3_000, kafka.session_timeout_ms // 3),
+        )
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot connect consumer: {exc}") from exc
+    if topics:
+        consumer.subscribe(list(topics))
+    return consumer
+
+
+def build_producer(kafka: KafkaSettings) -> KafkaProducer:
+    """acks=all with retries: a record counts as delivered only once every replica has it."""
+    try:
+        return KafkaProducer(
+            **security_config(kafka),
+            acks="all",
+            retries=2**31 - 1,
+            delivery_timeout_ms=120_000,
+            linger_ms=5,
+            max_request_size=max(kafka.max_message_bytes * 2, 1_048_576),
+        )
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot connect producer: {exc}") from exc
+
+
+def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterable[str] = (),
+                  partitions: int = 1) -> None:
+    """Create missing topics (output, dead letters, model); existing ones are left alone."""
+    compacted = set(compacted)
+    wanted = [
+        NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"}
+                 if name in compacted else {})
+        for name in dict.fromkeys([*topics, *compacted])
+    ]
+    try:
+        admin = KafkaAdminClient(**security_config(kafka))
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [topic for topic in wanted if topic.name not in existing]
+        if missing:
+            admin.create_topics(missing)
+            log.info("event=topics_created topics=%s", ",".join(t.name for t in missing))
+    except TopicAlreadyExistsError:
+        pass  # another replica created it first
+    except KafkaError as exc:
+        log.warning("event=topic_creation_failed error=%r", exc)
+    finally:
+        admin.close()
+
+
+def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> list[Record]:
+    """Poll until ``max_records`` arrived or ``max_wait_ms`` passed, whichever is first."""
+    records: list[Record] = []
+    deadline = time.monotonic() + max_wait_ms / 1000
+    while len(records) < max_records:
+        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_records - len(records))
+        for batch in polled.values():
+            records.extend(batch)
+        if remaining_ms == 0:
+            break
+    return records
+
+
+@dataclass
+class _PartitionState:
+    pending: set[int] = field(default_factory=set)
+    highest_done: int = -1  # highest offset marked done (contiguity via `pending`)
+    committed: int = -1  # next offset already committed
+
+
+class OffsetTracker:
+    """Which offsets are done; what may be committed (up to the first pending offset)."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartition, _PartitionState] = {}
+
+    def started(self, records: Iterable[Record]) -> None:
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            self._partitions.setdefault(tp, _PartitionState()).pending.add(record.offset)
+
+    def done(self, records: Iterable[Record]) -> None:
+        for record in records:
+            state = self._partitions[TopicPartition(record.topic, record.partition)]
+            state.pending.discard(record.offset)
+            state.highest_done = max(state.highest_done, record.offset)
+
+    def committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """``offset + 1`` per partition, never past the first offset still pending."""
+        offsets = {}
+        for tp, state in self._partitions.items():
+            if state.highest_done < 0:
+                continue
+            limit = min(state.pending) if state.pending else state.highest_done + 1
+            if limit > state.committed:
+                offsets[tp] = OffsetAndMetadata(limit, "", -1)
+        return offsets
+
+    def mark_committed(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        for tp, meta in offsets.items():
+            self._partitions[tp].committed = meta.offset
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop partitions this consumer no longer owns (after a rebalance)."""
+        for tp in partitions:
+            self._partitions.pop(tp, None)
+
+    @property
+    def pending_count(self) -> int:
+        return sum(len(state.pending) for state in self._partitions.values())
+
+
+def commit(consumer: KafkaConsumer, tracker: OffsetTracker) -> int:
+    """Commit what is done; returns how many partitions moved."""
+    offsets = tracker.committable()
+    if not offsets:
+        return 0
+    try:
+        consumer.commit(offsets)
+    except KafkaError as exc:
+        # A rebalance took the partitions away: their records will be redelivered to the
+        # new owner, which is at-least-once, not loss.
+        log.warning("event=commit_failed error=%r partitions=%d", exc, len(offsets))
+        return 0
+    tracker.mark_committed(offsets)
+    return len(offsets)
+
+
+def consumer_lag(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
+    """Messages between each assigned partition's position and its end (local metadata)."""
+    lags = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        try:
+            position = consumer.position(tp, timeout_ms=0)
+        except (KafkaError, TypeError):
+            continue
+        if position is not None:
+            lags[tp] = max(0, highwater - position)
+    return lags

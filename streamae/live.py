@@ -1,0 +1,106 @@
+"""The model that scores right now, and the one path that produces a new one.
+
+A ``LiveModel`` is immutable: the daemon reads the current one once per batch, so a swap
+(by the retrainer or a checkpoint arriving from the model topic) never splits a batch.
+Cold start, retraining and ``streamae train`` all call ``train_detector`` and
+``calibrated_threshold``, so a model is always built the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamae.checkpoints import Checkpoint, load_latest
+from streamae.scoring import Scorer
+from streamae.settings import ModelSettings, ThresholdSettings
+from streamae.thresholds import Threshold, build_threshold, threshold_from_state
+from streamae.training import Detector, TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    scorer: Scorer
+    threshold: Threshold
+    version: int
+
+    @property
+    def kind(self) -> str:
+        return self.scorer.kind
+
+    @property
+    def detector(self) -> Detector:
+        return self.scorer.detector
+
+
+class ModelSlot:
+    """One owner for the live model: readers take a snapshot, writers swap under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: LiveModel | None = None
+
+    @property
+    def live(self) -> LiveModel | None:
+        return self._live
+
+    def swap(self, new: LiveModel) -> LiveModel | None:
+        with self._lock:
+            old, self._live = self._live, new
+        return old
+
+
+def model_args(model: ModelSettings) -> dict:
+    return {
+        "hidden_sizes": tuple(model.hidden_sizes),
+        "latent_size": model.latent_size,
+        "noise_std": model.noise_std,
+        "mask_probability": model.mask_probability,
+        "beta": model.beta,
+        "variational": model.variational,
+    }
+
+
+def train_config(model: ModelSettings) -> TrainConfig:
+    return TrainConfig(
+        epochs=model.epochs,
+        learning_rate=model.learning_rate,
+        batch_size=model.batch_size,
+        validation_fraction=model.validation_fraction,
+        patience=model.patience,
+        seed=model.seed,
+    )
+
+
+def train_detector(data: np.ndarray, model: ModelSettings, device: str,
+                   progress: Callable[[int, float], None] | None = None,
+                   stop: threading.Event | None = None) -> Detector:
+    return fit(data, model.kind, model_args(model), train_config(model), device=device,
+               progress=progress, stop=stop)
+
+
+def calibrated_threshold(settings: ThresholdSettings, detector: Detector) -> Threshold:
+    """A threshold warmed on the validation scores, so it flags from the first message."""
+    threshold = build_threshold(settings.method, value=settings.value,
+                                quantile=settings.quantile, window=settings.window,
+                                min_samples=settings.min_samples)
+    validation = detector.error_stats.normalise_scores(detector.validation_scores)
+    threshold.fit(validation)
+    return threshold
+
+
+def live_from_checkpoint(checkpoint: Checkpoint, device: str, max_batch: int) -> LiveModel:
+    return LiveModel(
+        scorer=Scorer(checkpoint.detector, device=device, max_batch=max_batch),
+        threshold=threshold_from_state(checkpoint.threshold_state),
+        version=checkpoint.version,
+    )
+
+
+def load_live(directory: Path, device: str, max_batch: int) -> LiveModel | None:
+    checkpoint = load_latest(directory, device=device)
+    return None if checkpoint is None else live_from_checkpoint(checkpoint, device, max_batch)

@@ -1,0 +1,263 @@
+"""The daemon loop: the one place where settings, Kafka and the model parts meet.
+
+Each turn of the loop is a short list of named steps::
+
+    poll -> decode/window -> dead-letter bad input -> (cold start) -> score -> threshold
+         -> publish -> flush (wait for acks) -> mark offsets done -> commit
+
+An offset is committed only after everything it produced was acknowledged by the broker
+(at least once). The live model is read once per batch, so a swap never splits a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+
+from streamae.alerts import build_event, explain
+from streamae.exceptions import InfrastructureError
+from streamae.intake import Decoding, Sample
+from streamae.kafka_io import OffsetTracker, commit, consumer_lag, poll_batch
+from streamae.live import LiveModel, ModelSlot
+from streamae.messages import dead_letter_headers, encode_json, score_record
+from streamae.metrics import Metrics
+from streamae.settings import Settings
+from streamae.warmup import ColdStart
+
+log = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT_S = 60.0
+LAG_EVERY_S = 5.0
+# Called after each scored batch with (live model, inputs, normalised scores, flags).
+ScoredHook = Callable[[LiveModel, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+@dataclass
+class RunStats:
+    consumed: int = 0
+    scored: int = 0
+    anomalies: int = 0
+    dead_letters: int = 0
+
+
+class Daemon:
+    """Consume, score, publish, commit; ``run`` returns when stopped or a bound is hit."""
+
+    def __init__(self, settings: Settings, consumer: KafkaConsumer, producer: KafkaProducer,
+                 *, metrics: Metrics | None = None, slot: ModelSlot | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.consumer, self.producer = consumer, producer
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.slot = slot if slot is not None else ModelSlot()
+        self.clock = clock
+        self.decoding = Decoding(settings.input, settings.window,
+                                 settings.kafka.max_message_bytes)
+        self.cold_start = ColdStart(settings, self.slot, self.metrics)
+        self.tracker = OffsetTracker()
+        self.stats = RunStats()
+        self.stop_event = threading.Event()
+        self.scored_hooks: list[ScoredHook] = []
+        self.heartbeat = time.monotonic()  # last loop turn, for /healthz
+        self.broker_ok = False  # partitions assigned, for /readyz
+        self._pending: list[Any] = []  # futures of records sent in this turn
+        self._finished: list[Any] = []  # input records done once this turn's sends are acked
+        self._scored_ts: list[int] = []
+        self._lag_at = 0.0
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunStats:
+        """Run until ``stop_event`` is set, ``max_messages`` consumed or ``timeout_s`` passed."""
+        live = self.slot.live
+        if live is not None:
+            self.decoding.fix_shape(live.scorer.input_shape)
+            self.metrics.set_model(live.kind, live.version)
+        self.consumer.subscribe(list(self.settings.kafka.input_topics),
+                                listener=_Rebalance(self))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while not self.stop_event.is_set():
+                self.step()
+                if max_messages is not None and self.stats.consumed >= max_messages:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        finally:
+            self.shutdown()
+        return self.stats
+
+    def step(self) -> None:
+        """One turn: poll a batch, handle every record of it, deliver, commit."""
+        self.heartbeat = time.monotonic()
+        records = self._poll()
+        intake = self.decoding.take(records)
+        self._dead_letter(intake.dead)
+        self._finished.extend(intake.absorbed)
+        ready = self.cold_start.admit(intake.samples, self.consumer, self.decoding)
+        live = self.slot.live  # read once: a swap never splits a batch
+        if ready and live is not None:
+            self._score(live, ready)
+        self._deliver_and_commit()
+        self._observe_lag()
+
+    def shutdown(self) -> None:
+        """Finish what is in flight, commit it, leave the group."""
+        self.cold_start.close()
+        try:
+            self._deliver_and_commit()
+        finally:
+            self.consumer.close(autocommit=False)
+            self.producer.close(timeout=10)
+            log.info("event=daemon_stopped consumed=%d scored=%d anomalies=%d dead_letters=%d",
+                     self.stats.consumed, self.stats.scored, self.stats.anomalies,
+                     self.stats.dead_letters)
+
+    # -- steps ----------------------------------------------------------------------
+    def _poll(self) -> list[Any]:
+        batch = self.settings.batch
+        records = poll_batch(self.consumer, batch.max_size, batch.max_wait_ms)
+        self.broker_ok = bool(self.consumer.assignment())
+        if records:
+            self.tracker.started(records)
+            self.stats.consumed += len(records)
+            self.metrics.consumed.inc(len(records))
+            self.metrics.batch_size.observe(len(records))
+        return records
+
+    def _dead_letter(self, dead: list[tuple[Any, Exception]]) -> None:
+        now = int(self.clock() * 1000)
+        for record, error in dead:
+            headers = list(record.headers or []) + dead_letter_headers(
+                error, topic=record.topic, partition=record.partition, offset=record.offset,
+                now_ms=now)
+            self._send(self.settings.kafka.dead_letter_topic, record.value, record.key, headers)
+            reason = getattr(error, "reason", "unexpected")
+            self.metrics.dead_letters.labels(reason=reason).inc()
+            log.warning("event=dead_letter reason=%s topic=%s partition=%d offset=%d detail=%r",
+                        reason, record.topic, record.partition, record.offset,
+                        str(error)[:200])
+            self._finished.append(record)
+        self.stats.dead_letters += len(dead)
+
+    def _score(self, live: LiveModel, samples: list[Sample]) -> None:
+        values = np.stack([s.values for s in samples]).astype(np.float32, copy=False)
+        started = time.perf_counter()
+        batch = live.scorer.score(values)
+        self.metrics.scoring_seconds.observe(time.perf_counter() - started)
+        threshold = live.threshold
+        flags = threshold.classify(batch.scores)
+        value = threshold.value
+        # Flagged scores enter the rolling threshold clipped to it, so a long anomaly
+        # cannot drag the threshold up and silence itself.
+        threshold.update(batch.scores if value is None else np.minimum(batch.scores, value))
+        for i in np.flatnonzero(flags):
+            self._publish_anomaly(live, samples[i], values[i], batch, int(i), value)
+        self._publish_scores(live, samples, batch.scores, flags, value)
+        for hook in self.scored_hooks:
+            hook(live, values, batch.scores, flags)
+        self.metrics.scored.inc(len(samples))
+        self.metrics.threshold.set(value if value is not None else float("nan"))
+        self.stats.scored += len(samples)
+        self._finished.extend(s.record for s in samples)
+        self._scored_ts.extend(s.record.timestamp for s in samples)
+
+    def _publish_anomaly(self, live: LiveModel, sample: Sample, values: np.ndarray,
+                         batch: Any, i: int, threshold: float | None) -> None:
+        explanation = explain(sample, values, batch.reconstructed[i], batch.feature_z[i],
+                              self.settings.threshold.top_k, with_heatmap=True)
+        event = build_event(sample, score=float(batch.scores[i]), threshold=float(threshold),
+                            method=self.settings.threshold.method, kind=live.kind,
+                            version=live.version, detected_ms=int(self.clock() * 1000),
+                            explanation=explanation)
+        self._send(self.settings.kafka.output_topic, encode_json(event), sample.record.key)
+        self.metrics.anomalies.inc()
+        self.stats.anomalies += 1
+        top = explanation.get("features") or explanation.get("regions") or []
+        log.info("event=anomaly key=%s offset=%d score=%.3f threshold=%.3f top=%s",
+                 sample.key, sample.record.offset, batch.scores[i], threshold,
+                 ",".join(str(t.get("feature", (t.get("row"), t.get("col")))) for t in top))
+
+    def _publish_scores(self, live: LiveModel, samples: list[Sample], scores: np.ndarray,
+                        flags: np.ndarray, threshold: float | None) -> None:
+        topic = self.settings.kafka.scores_topic
+        if not topic:
+            return
+        for sample, score, flag in zip(samples, scores, flags, strict=True):
+            record = sample.record
+            body = score_record(topic=record.topic, partition=record.partition,
+                                offset=record.offset, key=sample.key, score=float(score),
+                                threshold=threshold, anomaly=bool(flag),
+                                model_version=live.version)
+            self._send(topic, encode_json(body), record.key)
+
+    def _send(self, topic: str, value: bytes | None, key: bytes | None,
+              headers: list[tuple[str, bytes]] | None = None) -> None:
+        try:
+            self._pending.append(self.producer.send(topic, value=value, key=key,
+                                                    headers=headers or []))
+        except KafkaError as exc:
+            raise InfrastructureError(f"cannot send to {topic}: {exc}") from exc
+
+    def _deliver_and_commit(self) -> None:
+        """Wait for every ack of this turn, then commit the offsets that are now done."""
+        if self._pending:
+            try:
+                self.producer.flush(timeout=FLUSH_TIMEOUT_S)
+            except KafkaError as exc:
+                raise InfrastructureError(f"publish not acknowledged: {exc}") from exc
+            failed = [f for f in self._pending if not f.succeeded()]
+            if failed:
+                raise InfrastructureError(f"{len(failed)} records not acknowledged: "
+                                          f"{failed[0].exception!r}")
+            self._pending.clear()
+        now_ms = self.clock() * 1000
+        for ts in self._scored_ts:
+            if ts is not None and ts > 0:
+                self.metrics.end_to_end_seconds.observe(max(0.0, (now_ms - ts) / 1000))
+        self._scored_ts.clear()
+        self.tracker.done(self._finished)
+        self._finished.clear()
+        commit(self.consumer, self.tracker)
+
+    def _observe_lag(self) -> None:
+        if time.monotonic() - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = time.monotonic()
+        for tp, lag in consumer_lag(self.consumer).items():
+            self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+    # -- probes ---------------------------------------------------------------------
+    def liveness(self, stale_after_s: float = 120.0) -> tuple[bool, str]:
+        age = time.monotonic() - self.heartbeat
+        return age < stale_after_s, f"last loop turn {age:.1f}s ago"
+
+    def readiness(self) -> tuple[bool, str]:
+        live = self.slot.live
+        if live is None:
+            return False, "no model yet (warming up)"
+        if not self.broker_ok:
+            return False, "no partitions assigned (broker unreachable or rebalancing)"
+        return True, f"model {live.kind} v{live.version}"
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Commit what is done before partitions move, then forget them."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.daemon._deliver_and_commit()
+        self.daemon.tracker.forget(revoked)
+        log.info("event=partitions_revoked count=%d", len(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("event=partitions_assigned count=%d", len(assigned))

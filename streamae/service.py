@@ -1,0 +1,66 @@
+"""The process around the daemon: clients from settings, topics, the last checkpoint,
+the HTTP endpoints and signal handling, all held in one ``ExitStack``.
+
+``SIGTERM``/``SIGINT`` end the loop after the batch in flight; the daemon then flushes,
+commits and leaves the group, and the process exits 0 well inside Kubernetes' grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+
+from streamae.health import HealthServer
+from streamae.kafka_io import build_consumer, build_producer, ensure_topics
+from streamae.live import ModelSlot, load_live
+from streamae.metrics import Metrics
+from streamae.pipeline import Daemon, RunStats
+from streamae.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def output_topics(settings: Settings) -> list[str]:
+    kafka = settings.kafka
+    topics = [kafka.output_topic, kafka.dead_letter_topic, kafka.scores_topic,
+              kafka.latent_topic]
+    return [topic for topic in topics if topic]
+
+
+def serve(settings: Settings, max_messages: int | None = None,
+          timeout_s: float | None = None) -> RunStats:
+    ensure_topics(settings.kafka, output_topics(settings))
+    slot = ModelSlot()
+    if (live := load_live(settings.checkpoints.directory, settings.device,
+                          settings.batch.max_size)) is not None:
+        slot.swap(live)
+        log.info("event=model_loaded origin=checkpoint version=%d kind=%s", live.version,
+                 live.kind)
+    metrics = Metrics()
+    consumer = build_consumer(settings.kafka, settings.batch.max_size)
+    daemon = Daemon(settings, consumer, build_producer(settings.kafka), metrics=metrics,
+                    slot=slot)
+    with contextlib.ExitStack() as stack:
+        if settings.metrics_port:
+            stack.enter_context(HealthServer(metrics.registry, daemon.liveness,
+                                             daemon.readiness, port=settings.metrics_port))
+        stack.enter_context(stop_on_signals(daemon))
+        log.info("event=daemon_started role=%s topics=%s group=%s device=%s", settings.role,
+                 ",".join(settings.kafka.input_topics), settings.kafka.group_id,
+                 settings.device)
+        return daemon.run(max_messages=max_messages, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def stop_on_signals(daemon: Daemon):  # noqa: ANN201 - a context manager
+    def handle(signum: int, _frame: object) -> None:
+        log.info("event=stop_requested signal=%s", signal.Signals(signum).name)
+        daemon.stop_event.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

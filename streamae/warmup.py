@@ -1,0 +1,92 @@
+"""Cold start: gather the first samples, train in the background, then score them too.
+
+While the first model trains, the consumer's partitions are paused and the loop keeps
+polling (so the group does not rebalance and nothing more piles up in memory). The
+gathered samples stay uncommitted until they are scored: no message goes unscored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from streamae.checkpoints import save_checkpoint
+from streamae.exceptions import InfrastructureError, ModelError
+from streamae.intake import Decoding, Sample
+from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
+from streamae.metrics import Metrics
+from streamae.scoring import Scorer
+from streamae.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ColdStart:
+    def __init__(self, settings: Settings, slot: ModelSlot, metrics: Metrics) -> None:
+        self.settings = settings
+        self.slot = slot
+        self.metrics = metrics
+        self.gathered: list[Sample] = []
+        self._stop = threading.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._training: Future | None = None
+        self._started = 0.0
+
+    def admit(self, samples: list[Sample], consumer: Any, decoding: Decoding) -> list[Sample]:
+        """Samples to score now: all of them once a model is live, else none (gathered)."""
+        if self.slot.live is not None and not self.gathered:
+            return samples
+        self.gathered.extend(samples)
+        if self._training is None and len(self.gathered) >= self.settings.warmup_size:
+            self._begin(consumer)
+        if self._training is not None and self._training.done():
+            self._finish(consumer, decoding)
+            ready, self.gathered = self.gathered, []
+            return ready
+        return []
+
+    def _begin(self, consumer: Any) -> None:
+        data = np.stack([s.values for s in self.gathered]).astype(np.float32)
+        consumer.pause(*consumer.assignment())
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="cold-start")
+        self._started = time.monotonic()
+        model = self.settings.model
+        log.info("event=cold_start_training samples=%d shape=%s kind=%s", len(data),
+                 data.shape[1:], model.kind)
+        self._training = self._executor.submit(train_detector, data, model,
+                                               self.settings.device, None, self._stop)
+
+    def _finish(self, consumer: Any, decoding: Decoding) -> None:
+        try:
+            detector = self._training.result()
+        except ModelError as exc:
+            self.metrics.retrains.labels(outcome="failed").inc()
+            raise InfrastructureError(f"cold-start training failed: {exc}") from exc
+        finally:
+            self._training = None
+            consumer.resume(*consumer.paused())
+        threshold = calibrated_threshold(self.settings.threshold, detector)
+        metadata = {"origin": "cold_start", "samples": len(self.gathered),
+                    "input_kind": self.settings.input.kind}
+        version = save_checkpoint(self.settings.checkpoints.directory, detector,
+                                  threshold_state=threshold.state(), metadata=metadata,
+                                  keep=self.settings.checkpoints.keep)
+        scorer = Scorer(detector, self.settings.device, self.settings.batch.max_size)
+        self.slot.swap(LiveModel(scorer, threshold, version))
+        decoding.fix_shape(scorer.input_shape)
+        self.metrics.set_model(scorer.kind, version)
+        self.metrics.train_loss.set(detector.train_loss)
+        self.metrics.validation_loss.set(detector.val_loss)
+        log.info("event=model_ready origin=cold_start version=%d seconds=%.1f train_loss=%.4f "
+                 "val_loss=%.4f threshold=%s", version, time.monotonic() - self._started,
+                 detector.train_loss, detector.val_loss, threshold.value)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,135 @@
+"""Fixtures shared by every tier: a real Kafka broker and factories for fresh topics.
+
+Where the broker comes from, first match wins:
+1. a Docker engine answers: testcontainers' Kafka container;
+2. ``STREAMAE_TEST_BOOTSTRAP`` is set: that address;
+3. otherwise the project's own broker (scripts/local_kafka.py), started for the session.
+With ``CI=true`` a broker that cannot be had fails the tests; it never skips them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def load_local_kafka():
+    spec = importlib.util.spec_from_file_location("local_kafka", ROOT / "scripts/local_kafka.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["local_kafka"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    """A port with a free neighbour too (the local broker's controller takes port + 1)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
+                return port
+    raise RuntimeError("no free port pair found")
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true and no Kafka broker: {reason}", pytrace=False)
+    pytest.skip(f"no Kafka broker: {reason}")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The bootstrap address of a real Apache Kafka broker for this test session."""
+    if docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    if address := os.environ.get("STREAMAE_TEST_BOOTSTRAP"):
+        yield address
+        return
+    local_kafka = load_local_kafka()
+    data = tmp_path_factory.mktemp("kafka")
+    port = free_port()
+    try:
+        local_kafka.start(port, data)
+    except SystemExit as exc:
+        unavailable(str(exc))
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        local_kafka.stop(data)
+
+
+@pytest.fixture
+def restartable_broker(tmp_path: Path) -> Iterator[object]:
+    """A broker of the test's own that it may stop and start (the project's script)."""
+    local_kafka = load_local_kafka()
+
+    class Broker:
+        port = free_port()
+        bootstrap = f"127.0.0.1:{port}"
+
+        def start(self) -> None:
+            local_kafka.start(self.port, tmp_path)
+
+        def stop(self) -> None:
+            local_kafka.stop(tmp_path)
+
+    broker = Broker()
+    try:
+        broker.start()
+    except SystemExit as exc:
+        unavailable(str(exc))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Factory: a fresh, uniquely named topic with the partitions asked for."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="streamae-tests")
+
+    def create(prefix: str = "t", partitions: int = 1, compacted: bool = False) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        configs = {"cleanup.policy": "compact"} if compacted else {}
+        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+        return name
+
+    yield create
+    admin.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """In CI a skipped test is a failure (GPU tests aside: CI has no GPU)."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and "gpu" not in item.keywords:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which counts as a failure: {report.longrepr}"
