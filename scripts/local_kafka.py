@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -125,7 +126,8 @@ def fetch() -> Path:
            f"-DoutputDirectory={libs}", "-DincludeScope=runtime"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"local_kafka: maven failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
+        output = result.stdout[-4000:] + result.stderr[-4000:]
+        raise SystemExit(f"local_kafka: maven failed:\n{output}")
     (cache_dir() / "COMPLETE").write_text(KAFKA_VERSION)
     log(f"fetched in {time.monotonic() - started:.1f}s")
     return libs
@@ -162,7 +164,8 @@ def api_versions_ok(port: int, timeout: float = 2.0) -> bool:
 def write_config(data: Path, port: int, controller_port: int) -> Path:
     data.mkdir(parents=True, exist_ok=True)
     props = data / "server.properties"
-    props.write_text(SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data=data))
+    text = SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data=data)
+    props.write_text(text)
     level = os.environ.get("STREAMAE_KAFKA_LOG_LEVEL", "INFO")
     (data / "log4j2.properties").write_text(LOG4J2.format(log=data / "server.log", level=level))
     return props
@@ -241,10 +244,8 @@ def stop(data: Path, timeout: float = 30.0) -> None:
 
 def reap(pid: int) -> None:
     """Collect the exit status when this process started the broker itself."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

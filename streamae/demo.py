@@ -8,9 +8,10 @@ as real sensors are) plus noise. Injected anomalies, each an episode on one sens
     stuck        the sensor freezes at one value while the others move
     correlation  the sensor moves against the factor it normally follows
 
-A reading is labelled with its episode's kind only while the deviation is large enough to
-be seen (``VISIBLE``); the rest of the episode stays ``normal``, so recall measures
-what is detectable, not what is hidden in noise.
+A reading is labelled with its episode's kind while the deviation is large enough to be
+seen (``VISIBLE``) and ``<kind>-faint`` while it is not; only readings outside every
+episode are ``normal``. Recall is measured on the visible ones, false alarms on the
+normal ones, and faint readings count for neither.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class DemoReading:
     key: str
     ts_ms: int
     values: dict[str, float]
-    label: str  # "normal" or the anomaly kind
+    label: str  # "normal", the anomaly kind, or "<kind>-faint"
 
     def as_message(self) -> dict:
         return {"key": self.key, "ts": self.ts_ms, "values": self.values, "label": self.label}
@@ -126,4 +127,4 @@ class DemoStream:
         else:  # correlation: follow the factors with the opposite sign
             z[s] = -z[s]
         visible = abs(z[s] - before) > VISIBLE
-        return z, (episode.kind if visible else "normal")
+        return z, (episode.kind if visible else f"{episode.kind}-faint")

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 
 def produce(bootstrap: str, topic: str, count: int, **config: object) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **config)
-    futures = [producer.send(topic, key=str(i).encode(), value=str(i).encode()) for i in range(count)]
+    futures = [producer.send(topic, key=str(i).encode(), value=str(i).encode())
+               for i in range(count)]
     producer.flush(timeout=60)
     for future in futures:
         future.get(timeout=10)  # raises if the broker did not acknowledge it

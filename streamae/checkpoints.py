@@ -1,0 +1,289 @@
+"""Saving and loading detectors: safetensors for arrays, JSON for the rest, never pickle.
+
+One checkpoint is one self-describing safetensors blob: the tensors are the model weights
+(``model.*``), the scaler (``scaler.*``), the per-feature error statistics
+(``error_stats.*``) and the validation scores; the header's ``__metadata__["streamae"]``
+holds the JSON (kind, input shape, constructor arguments, sample error statistics,
+threshold state, version, created time, caller metadata). The same blob is published on
+the Kafka model topic.
+
+On disk a version is ``model-NNNNNN.safetensors`` plus ``model-NNNNNN.json`` (the same
+JSON and the blob's sha256). Both are written to a temporary file and renamed, JSON last,
+so a version without its JSON (or with a wrong digest) was never complete and is ignored
+or refused. Loading parses JSON and raw tensors only; it never executes code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from streamae.exceptions import CheckpointError, ModelError
+from streamae.models import build_model
+from streamae.scoring import ErrorStats, resolve_device
+from streamae.training import Detector, Scaler
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the layout changes; older readers refuse newer formats
+MAX_VALIDATION_SCORES = 20_000  # more add nothing to a threshold warm-up
+_NAME = re.compile(r"^model-(\d{6,})\.(safetensors|json)$")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded version: the detector and the state saved beside it."""
+
+    version: int
+    detector: Detector
+    threshold_state: dict
+    metadata: dict
+
+
+def _jsonable(value: object) -> object:
+    """json.dumps fallback for numpy values in threshold state or metadata."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _subsample(scores: np.ndarray) -> np.ndarray:
+    """At most MAX_VALIDATION_SCORES, evenly spaced so order and spread survive."""
+    if len(scores) <= MAX_VALIDATION_SCORES:
+        return scores
+    keep = np.linspace(0, len(scores) - 1, MAX_VALIDATION_SCORES).round().astype(int)
+    return scores[keep]
+
+
+def _tensors(detector: Detector) -> dict[str, torch.Tensor]:
+    """Every array of a detector as contiguous CPU tensors, by prefixed name."""
+    tensors = {
+        f"model.{k}": v.detach().cpu().contiguous() for k, v in detector.model.state_dict().items()
+    }
+    for name, array in detector.scaler.state().items():
+        tensors[f"scaler.{name}"] = torch.from_numpy(np.ascontiguousarray(array, np.float32))
+    stats = detector.error_stats
+    for name in ("feature_centre", "feature_scale"):
+        array = np.ascontiguousarray(getattr(stats, name), np.float32)
+        tensors[f"error_stats.{name}"] = torch.from_numpy(array)
+    scores = np.asarray(detector.validation_scores, np.float32).ravel()
+    tensors["validation_scores"] = torch.from_numpy(np.ascontiguousarray(_subsample(scores)))
+    return tensors
+
+
+def _header(detector: Detector, threshold_state: dict, metadata: dict, version: int) -> dict:
+    """The JSON half of a checkpoint."""
+    model = detector.model
+    stats = detector.error_stats
+    return {
+        "format": FORMAT,
+        "version": int(version),
+        "created": time.time(),
+        "kind": model.kind,
+        "input_shape": list(model.input_shape),
+        "constructor_args": model.constructor_args(),
+        "error_stats": {
+            "method": stats.method,
+            "sample_centre": stats.sample_centre,
+            "sample_scale": stats.sample_scale,
+        },
+        "train_loss": float(detector.train_loss),
+        "val_loss": float(detector.val_loss),
+        "epochs_run": int(detector.epochs_run),
+        "threshold_state": threshold_state,
+        "metadata": metadata,
+    }
+
+
+def checkpoint_to_bytes(
+    detector: Detector, threshold_state: dict, metadata: dict, version: int
+) -> bytes:
+    """One self-describing safetensors blob (JSON in the header's metadata)."""
+    header = _header(detector, threshold_state, metadata, version)
+    try:
+        text = json.dumps(header, default=_jsonable, allow_nan=True)
+    except TypeError as exc:
+        raise CheckpointError(f"threshold state or metadata is not JSON-able: {exc}") from exc
+    return save_tensors(_tensors(detector), metadata={"streamae": text})
+
+
+def _read_header(data: bytes) -> dict:
+    """The streamae JSON from a safetensors blob's header, parsed without loading tensors."""
+    if len(data) < 8:
+        raise CheckpointError("checkpoint blob is truncated")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise CheckpointError("checkpoint header is longer than the blob")
+    try:
+        raw = json.loads(data[8 : 8 + size])
+        return json.loads(raw["__metadata__"]["streamae"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint header is not a streamae header: {exc}") from exc
+
+
+def _as_array(tensors: dict[str, torch.Tensor], name: str) -> np.ndarray:
+    """A named tensor as numpy, or CheckpointError when absent."""
+    if name not in tensors:
+        raise CheckpointError(f"checkpoint lacks tensor {name!r}")
+    return tensors[name].numpy()
+
+
+def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Checkpoint:
+    """Rebuild a detector from a parsed header and its tensors; every failure is ours."""
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint format {header.get('format')!r} != {FORMAT}")
+    try:
+        shape = tuple(header["input_shape"])
+        model = build_model(header["kind"], shape, **header["constructor_args"])
+        weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        model.load_state_dict(weights, strict=True)
+        scaler = Scaler.from_state({n: _as_array(tensors, f"scaler.{n}") for n in ("mean", "std")})
+        sample_stats = header["error_stats"]
+        stats = ErrorStats(
+            method=sample_stats["method"],
+            sample_centre=float(sample_stats["sample_centre"]),
+            sample_scale=float(sample_stats["sample_scale"]),
+            feature_centre=_as_array(tensors, "error_stats.feature_centre"),
+            feature_scale=_as_array(tensors, "error_stats.feature_scale"),
+        )
+        if stats.feature_centre.shape != shape or stats.feature_scale.shape != shape:
+            raise CheckpointError(f"error statistics do not match input shape {shape}")
+        detector = Detector(
+            model=model.to(resolve_device(device)).eval(),
+            scaler=scaler,
+            error_stats=stats,
+            train_loss=float(header["train_loss"]),
+            val_loss=float(header["val_loss"]),
+            validation_scores=_as_array(tensors, "validation_scores"),
+            epochs_run=int(header["epochs_run"]),
+        )
+        return Checkpoint(
+            int(header["version"]), detector, header["threshold_state"], header["metadata"]
+        )
+    except CheckpointError:
+        raise
+    except (ModelError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint does not describe a valid model: {exc}") from exc
+
+
+def checkpoint_from_bytes(data: bytes, device: str = "auto") -> Checkpoint:
+    """Inverse of ``checkpoint_to_bytes``; CheckpointError on anything malformed."""
+    header = _read_header(data)
+    try:
+        tensors = load_tensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint tensors are corrupt: {exc}") from exc
+    return _build(header, tensors, device)
+
+
+# -- the directory of versions ---------------------------------------------------------------
+
+
+def _paths(directory: Path, version: int) -> tuple[Path, Path]:
+    """The (safetensors, json) pair of one version."""
+    stem = f"model-{version:06d}"
+    return directory / f"{stem}.safetensors", directory / f"{stem}.json"
+
+
+def _scan(directory: Path) -> tuple[list[int], int]:
+    """Complete versions (both files present), ascending, and the highest number seen."""
+    if not directory.is_dir():
+        return [], 0
+    seen: dict[int, set[str]] = {}
+    for path in directory.iterdir():
+        match = _NAME.match(path.name)
+        if match:
+            seen.setdefault(int(match.group(1)), set()).add(match.group(2))
+    complete = sorted(v for v, exts in seen.items() if exts == {"safetensors", "json"})
+    return complete, max(seen, default=0)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary sibling, fsync, rename: readers see all of it or nothing."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(
+    directory: Path, detector: Detector, *, threshold_state: dict, metadata: dict, keep: int = 5
+) -> int:
+    """Write the next version (max existing + 1), prune to the newest ``keep``; return it."""
+    if keep < 1:
+        raise CheckpointError(f"keep must be >= 1, got {keep}")
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        version = _scan(directory)[1] + 1
+        blob = checkpoint_to_bytes(detector, threshold_state, metadata, version)
+        header = _read_header(blob)
+        header["sha256"] = hashlib.sha256(blob).hexdigest()
+        weights_path, json_path = _paths(directory, version)
+        _write_atomic(weights_path, blob)
+        _write_atomic(json_path, json.dumps(header, indent=2).encode())
+        _prune(directory, keep)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint to {directory}: {exc}") from exc
+    logger.info(
+        "checkpoint_saved directory=%s version=%d kind=%s", directory, version, detector.model.kind
+    )
+    return version
+
+
+def _prune(directory: Path, keep: int) -> None:
+    """Delete every version file older than the newest ``keep`` complete versions."""
+    complete, _ = _scan(directory)
+    if len(complete) <= keep:
+        return
+    oldest_kept = complete[-keep]
+    for path in directory.iterdir():
+        match = _NAME.match(path.name)
+        if match and int(match.group(1)) < oldest_kept:
+            path.unlink(missing_ok=True)
+            logger.debug("checkpoint_pruned path=%s", path)
+
+
+def load_version(directory: Path, version: int, device: str = "auto") -> Checkpoint:
+    """Load one complete version; CheckpointError when missing, corrupt or mismatched."""
+    weights_path, json_path = _paths(Path(directory), version)
+    try:
+        header = json.loads(json_path.read_text())
+        blob = weights_path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint version {version} not found in {directory}") from exc
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint version {version} unreadable: {exc}") from exc
+    if not isinstance(header, dict) or header.get("sha256") != hashlib.sha256(blob).hexdigest():
+        raise CheckpointError(f"checkpoint version {version}: weights do not match its JSON")
+    checkpoint = checkpoint_from_bytes(blob, device)
+    if checkpoint.version != version:
+        raise CheckpointError(f"file version {version} holds version {checkpoint.version}")
+    return checkpoint
+
+
+def load_latest(directory: Path, device: str = "auto") -> Checkpoint | None:
+    """The newest complete version, or None when there is none yet."""
+    complete, _ = _scan(Path(directory))
+    if not complete:
+        return None
+    return load_version(directory, complete[-1], device)

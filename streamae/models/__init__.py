@@ -1,0 +1,128 @@
+"""The autoencoders and the one factory the rest of streamae builds them with.
+
+Kinds and which options they honour:
+
+    dense      vanilla MLP; noise, mask and variational are ignored (forced off)
+    denoising  the dense MLP trained on corrupted input (noise_std, mask_probability)
+    vae        the dense MLP with a gaussian latent (beta); no corruption
+    conv       2-D conv for images (C, H, W); honours noise/mask (set both to 0 for a
+               plain conv AE), variational and beta; hidden_sizes are channels per stage
+    conv1d     1-D conv over time for windows (L, D); same options as conv
+
+``model.constructor_args()`` records the effective options, so
+``build_model(model.kind, model.input_shape, **model.constructor_args())`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from streamae.exceptions import ModelError
+from streamae.models.base import AutoEncoder
+from streamae.models.conv import Conv1dAutoEncoder, ConvAutoEncoder, ConvConfig
+from streamae.models.dense import DenseAutoEncoder, DenseConfig
+from streamae.models.vae import DenseVAE
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("dense", "denoising", "vae", "conv", "conv1d")
+
+__all__ = [
+    "KINDS",
+    "AutoEncoder",
+    "Conv1dAutoEncoder",
+    "ConvAutoEncoder",
+    "DenseAutoEncoder",
+    "DenseVAE",
+    "build_model",
+]
+
+
+def _check_args(
+    input_shape: tuple[int, ...],
+    hidden_sizes: tuple[int, ...],
+    latent_size: int,
+    noise_std: float,
+    mask_probability: float,
+    beta: float,
+) -> None:
+    """Refuse arguments that would build a broken network, naming the bad one."""
+    if not input_shape or any(s < 1 for s in input_shape):
+        raise ModelError(f"input_shape must be positive sizes, got {input_shape}")
+    if any(h < 1 for h in hidden_sizes):
+        raise ModelError(f"hidden_sizes must be positive, got {list(hidden_sizes)}")
+    if latent_size < 1:
+        raise ModelError(f"latent_size must be >= 1, got {latent_size}")
+    if noise_std < 0 or not 0 <= mask_probability < 1 or beta < 0:
+        raise ModelError(
+            f"need noise_std >= 0, 0 <= mask_probability < 1, beta >= 0; got "
+            f"noise_std={noise_std} mask_probability={mask_probability} beta={beta}"
+        )
+
+
+def build_model(
+    kind: str,
+    input_shape: Sequence[int],
+    *,
+    hidden_sizes: Sequence[int] = (64, 32),
+    latent_size: int = 8,
+    noise_std: float = 0.1,
+    mask_probability: float = 0.1,
+    beta: float = 1.0,
+    variational: bool = False,
+) -> AutoEncoder:
+    """Build a fresh model of ``kind`` for samples shaped ``input_shape``."""
+    shape = tuple(int(s) for s in input_shape)
+    hidden = tuple(int(h) for h in hidden_sizes)
+    _check_args(shape, hidden, latent_size, noise_std, mask_probability, beta)
+    if kind in ("dense", "denoising", "vae"):
+        if not hidden:
+            raise ModelError("dense models need at least one hidden size")
+        corrupting = kind == "denoising"
+        config = DenseConfig(
+            input_shape=shape,
+            hidden_sizes=hidden,
+            latent_size=int(latent_size),
+            noise_std=float(noise_std) if corrupting else 0.0,
+            mask_probability=float(mask_probability) if corrupting else 0.0,
+            beta=float(beta),
+            variational=kind == "vae",
+        )
+        return DenseVAE(config) if kind == "vae" else DenseAutoEncoder(config, kind=kind)
+    if kind in ("conv", "conv1d"):
+        return _build_conv(
+            kind, shape, hidden, latent_size, noise_std, mask_probability, beta, variational
+        )
+    raise ModelError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def _build_conv(
+    kind: str,
+    shape: tuple[int, ...],
+    channels: tuple[int, ...],
+    latent_size: int,
+    noise_std: float,
+    mask_probability: float,
+    beta: float,
+    variational: bool,
+) -> AutoEncoder:
+    """The conv branch of ``build_model``: checks the rank the kind needs."""
+    rank = 3 if kind == "conv" else 2
+    if len(shape) != rank:
+        layout = "(C, H, W)" if kind == "conv" else "(L, D)"
+        raise ModelError(f"{kind} needs input_shape {layout}, got {shape}")
+    if not channels:
+        raise ModelError(f"{kind} needs at least one stage in hidden_sizes")
+    config = ConvConfig(
+        input_shape=shape,
+        channels=channels,
+        latent_size=int(latent_size),
+        noise_std=float(noise_std),
+        mask_probability=float(mask_probability),
+        beta=float(beta),
+        variational=bool(variational),
+    )
+    model = ConvAutoEncoder(config) if kind == "conv" else Conv1dAutoEncoder(config)
+    logger.debug("model_built kind=%s input_shape=%s variational=%s", kind, shape, variational)
+    return model

@@ -1,0 +1,264 @@
+"""The device-resident scorer and what turns raw errors into explainable numbers.
+
+Raw reconstruction errors mean nothing on their own: they depend on the model, the data
+and its scale. ``ErrorStats`` remembers how large they were on held-out normal data, so a
+normalised score of 3 means "3 (robust) sigmas above normal" for any model, and per-feature
+z-scores say which inputs an alert is about.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from streamae.exceptions import ModelError
+
+if TYPE_CHECKING:
+    from streamae.training import Detector
+
+logger = logging.getLogger(__name__)
+
+ErrorMethod = Literal["z", "robust_z"]
+MAD_TO_SIGMA = 1.4826  # MAD * this estimates sigma for gaussian data
+MIN_SCALE = 1e-8  # absolute floor of any scale
+RELATIVE_FLOOR = 0.01  # a scale is at least this share of the typical error
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without it is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {name!r} requested but CUDA is not available")
+        return torch.device(name)
+    raise ModelError(f"unknown device {name!r}; expected 'auto', 'cpu' or 'cuda[:N]'")
+
+
+def _centre_scale(values: np.ndarray, method: ErrorMethod) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale over axis 0, the scale floored so no division explodes."""
+    if method == "z":
+        centre = values.mean(axis=0)
+        scale = values.std(axis=0)
+    elif method == "robust_z":
+        centre = np.median(values, axis=0)
+        scale = MAD_TO_SIGMA * np.median(np.abs(values - centre), axis=0)
+    else:
+        raise ModelError(f"unknown error method {method!r}; expected 'z' or 'robust_z'")
+    # A feature that is always reconstructed perfectly would get scale 0 and turn the
+    # smallest error into an enormous z; floor it against the typical error instead.
+    floor = max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(np.abs(centre) + scale)))
+    return centre.astype(np.float32), np.maximum(scale, floor).astype(np.float32)
+
+
+@dataclass
+class ErrorStats:
+    """How large errors are on normal data: per sample and per feature."""
+
+    method: ErrorMethod
+    sample_centre: float
+    sample_scale: float
+    feature_centre: np.ndarray  # (*input_shape,)
+    feature_scale: np.ndarray  # (*input_shape,)
+
+    @classmethod
+    def from_errors(
+        cls, sample_scores: np.ndarray, feature_errors: np.ndarray, method: ErrorMethod
+    ) -> ErrorStats:
+        """Fit on raw scores (N,) and per-feature errors (N, *shape) of normal samples."""
+        scores = np.asarray(sample_scores, dtype=np.float64).reshape(-1, 1)
+        errors = np.asarray(feature_errors, dtype=np.float64)
+        if len(scores) == 0 or len(errors) != len(scores):
+            raise ModelError(f"need matching non-empty errors, got {len(scores)}/{len(errors)}")
+        s_centre, s_scale = _centre_scale(scores, method)
+        f_centre, f_scale = _centre_scale(errors, method)
+        return cls(method, float(s_centre[0]), float(s_scale[0]), f_centre, f_scale)
+
+    def normalise_scores(self, raw: np.ndarray) -> np.ndarray:
+        """Raw per-sample scores -> sigmas above normal."""
+        return ((raw - self.sample_centre) / self.sample_scale).astype(np.float32)
+
+    def normalise_features(self, errors: np.ndarray) -> np.ndarray:
+        """Per-feature squared errors (B, *shape) -> per-feature z."""
+        return ((errors - self.feature_centre) / self.feature_scale).astype(np.float32)
+
+    def state(self) -> dict:
+        """JSON-able state; arrays as nested lists with their shape."""
+        return {
+            "method": self.method,
+            "sample_centre": self.sample_centre,
+            "sample_scale": self.sample_scale,
+            "shape": list(self.feature_centre.shape),
+            "feature_centre": self.feature_centre.ravel().tolist(),
+            "feature_scale": self.feature_scale.ravel().tolist(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> ErrorStats:
+        """Inverse of ``state``; raises ModelError on a malformed dict."""
+        try:
+            shape = tuple(int(s) for s in state["shape"])
+            centre = np.asarray(state["feature_centre"], dtype=np.float32).reshape(shape)
+            scale = np.asarray(state["feature_scale"], dtype=np.float32).reshape(shape)
+            method = state["method"]
+            if method not in ("z", "robust_z"):
+                raise ValueError(f"unknown method {method!r}")
+            return cls(
+                method, float(state["sample_centre"]), float(state["sample_scale"]), centre, scale
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"malformed error stats: {exc}") from exc
+
+
+@dataclass
+class ScoreBatch:
+    """Scores of one batch, everything in numpy and in the input's original units."""
+
+    scores: np.ndarray  # (B,) normalised: sigmas above normal
+    raw_scores: np.ndarray  # (B,) the model's own score
+    feature_z: np.ndarray  # (B, *shape)
+    reconstructed: np.ndarray  # (B, *shape), original units
+    latent: np.ndarray | None = None  # (B, latent_size), posterior mean for VAEs
+
+
+class Scorer:
+    """Holds its own copy of a detector's model on a device, in eval mode.
+
+    The copy means the retrainer can keep working on its detector while this one serves.
+    """
+
+    def __init__(self, detector: Detector, device: str = "auto", max_batch: int = 4096):
+        self.detector = detector
+        self.device = resolve_device(device)
+        self.max_batch = max_batch
+        self.model = copy.deepcopy(detector.model).to(self.device).eval()
+        self.kind = self.model.kind
+        self.input_shape = self.model.input_shape
+
+    def _check(self, batch: np.ndarray) -> np.ndarray:
+        """Float32 array shaped (B, *input_shape), or ModelError."""
+        array = np.asarray(batch, dtype=np.float32)
+        if array.ndim != len(self.input_shape) + 1 or array.shape[1:] != self.input_shape:
+            raise ModelError(f"batch shape {array.shape} does not fit (B, *{self.input_shape})")
+        return array
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """Scale on the host and move to the device in one copy."""
+        scaled = self.detector.scaler.transform(array)
+        return torch.from_numpy(np.ascontiguousarray(scaled)).to(self.device)
+
+    def score(self, batch: np.ndarray) -> ScoreBatch:
+        """Score a batch in original units (chunked by ``max_batch``)."""
+        array = self._check(batch)
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, max(len(array), 1), self.max_batch):
+                result = self.model.analyse(self._to_device(array[start : start + self.max_batch]))
+                parts.append([t.float().cpu().numpy() for t in result])
+        recon, latent, raw, errors = (np.concatenate(p) for p in zip(*parts, strict=True))
+        stats = self.detector.error_stats
+        return ScoreBatch(
+            scores=stats.normalise_scores(raw),
+            raw_scores=raw,
+            feature_z=stats.normalise_features(errors),
+            reconstructed=self.detector.scaler.inverse(recon),
+            latent=latent,
+        )
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """Latent vectors (B, latent_size); the posterior mean for variational models."""
+        array = self._check(batch)
+        with torch.inference_mode():
+            parts = [
+                self.model.encode(self._to_device(array[i : i + self.max_batch])).cpu().numpy()
+                for i in range(0, max(len(array), 1), self.max_batch)
+            ]
+        return np.concatenate(parts)
+
+
+def sample(detector: Detector, n: int, device: str = "auto", seed: int = 0) -> np.ndarray:
+    """n synthetic samples from a variational model's prior, in original units."""
+    model = detector.model
+    if not model.variational:
+        raise ModelError(f"model kind {model.kind!r} is not variational; cannot sample")
+    target = resolve_device(device)
+    generator = torch.Generator().manual_seed(seed)
+    work = copy.deepcopy(model).to(target).eval()
+    with torch.inference_mode():
+        scaled = work.sample(n, generator=generator).cpu().numpy()
+    return detector.scaler.inverse(scaled)
+
+
+def top_features(
+    values: np.ndarray,
+    reconstructed: np.ndarray,
+    z: np.ndarray,
+    names: list[str] | None,
+    k: int,
+) -> list[dict]:
+    """The k features with the largest z: what an operator reads first in an alert."""
+    flat_z = np.asarray(z, dtype=np.float64).ravel()
+    actual = np.asarray(values, dtype=np.float64).ravel()
+    recon = np.asarray(reconstructed, dtype=np.float64).ravel()
+    order = np.argsort(-flat_z, kind="stable")[: max(k, 0)]
+    return [
+        {
+            "feature": names[i] if names is not None and i < len(names) else int(i),
+            "actual": float(actual[i]),
+            "reconstructed": float(recon[i]),
+            "direction": "high" if actual[i] >= recon[i] else "low",
+            "z": float(flat_z[i]),
+        }
+        for i in order
+    ]
+
+
+def _pooled_map(feature_z: np.ndarray) -> np.ndarray:
+    """(C, H, W) or (H, W) -> (H, W), channels averaged."""
+    z = np.asarray(feature_z, dtype=np.float64)
+    if z.ndim == 3:
+        return z.mean(axis=0)
+    if z.ndim == 2:
+        return z
+    raise ModelError(f"expected (C, H, W) or (H, W) errors, got shape {z.shape}")
+
+
+def worst_patches(feature_z: np.ndarray, patch: int, k: int) -> list[dict]:
+    """The k non-overlapping square regions with the highest mean z (channels pooled)."""
+    z = _pooled_map(feature_z)
+    height, width = z.shape
+    p_h, p_w = min(max(patch, 1), height), min(max(patch, 1), width)
+    integral = np.pad(z.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = (
+        integral[p_h:, p_w:]
+        - integral[:-p_h, p_w:]
+        - integral[p_h:, :-p_w]
+        + integral[:-p_h, :-p_w]
+    )  # (H-p_h+1, W-p_w+1), one per top-left corner
+    means = sums / (p_h * p_w)
+    taken: list[dict] = []
+    for flat in np.argsort(-means, axis=None, kind="stable"):
+        row, col = divmod(int(flat), means.shape[1])
+        if any(abs(row - t["row"]) < p_h and abs(col - t["col"]) < p_w for t in taken):
+            continue
+        taken.append(
+            {"row": row, "col": col, "height": p_h, "width": p_w, "z": float(means[row, col])}
+        )
+        if len(taken) >= k:
+            break
+    return taken
+
+
+def heatmap(feature_z: np.ndarray, size: int = 8) -> list[list[float]]:
+    """A small (at most size x size) mean-pooled z map, small enough for an alert."""
+    z = _pooled_map(feature_z)
+    rows = np.array_split(np.arange(z.shape[0]), min(size, z.shape[0]))
+    cols = np.array_split(np.arange(z.shape[1]), min(size, z.shape[1]))
+    return [[round(float(z[np.ix_(r, c)].mean()), 4) for c in cols] for r in rows]

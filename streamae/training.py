@@ -1,0 +1,258 @@
+"""Fitting a model on an array of normal samples: scale, split, train, early-stop, calibrate.
+
+The result, a ``Detector``, is everything scoring needs: the model, the scaler fitted on
+the same data, and the error statistics of held-out samples that turn raw errors into
+sigmas. Data arrives in original units; nothing here knows about Kafka or settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from streamae.exceptions import ModelError
+from streamae.models import AutoEncoder, build_model
+from streamae.scoring import ErrorMethod, ErrorStats, resolve_device
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Detector", "Scaler", "TrainConfig", "fit", "resolve_device"]
+
+MIN_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how carefully to train."""
+
+    epochs: int = 30  # upper bound; early stopping usually ends sooner
+    learning_rate: float = 1e-3  # Adam
+    batch_size: int = 64
+    validation_fraction: float = 0.2  # held out for early stopping and error statistics
+    patience: int = 5  # epochs without validation improvement before stopping
+    seed: int = 0  # torch and numpy seeds, and the split
+    error_method: ErrorMethod = "robust_z"  # how ErrorStats normalises errors
+
+
+class Scaler:
+    """Standardisation fitted on training data: per feature (last axis) or one global.
+
+    Images use one global mean/std (pixels share a scale, and per-pixel statistics would
+    erase the structure the conv model learns); vectors and windows use one per feature.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        if self.mean.shape != self.std.shape or self.mean.ndim > 1:
+            raise ModelError(f"scaler mean/std shapes {self.mean.shape}/{self.std.shape}")
+        if not (np.all(np.isfinite(self.mean)) and np.all(self.std > 0)):
+            raise ModelError("scaler needs finite means and positive stds")
+
+    @property
+    def per_feature(self) -> bool:
+        """True when there is one mean/std per feature of the last axis."""
+        return self.mean.ndim == 1
+
+    @classmethod
+    def fit(cls, data: np.ndarray, per_feature: bool) -> Scaler:
+        """Fit on (N, *shape); std floored at 1e-3 of the feature's magnitude (min 1e-3)."""
+        x = np.asarray(data, dtype=np.float64)
+        axes = tuple(range(x.ndim - 1)) if per_feature else None
+        mean = x.mean(axis=axes)
+        std = x.std(axis=axes)
+        std = np.maximum(std, 1e-3 * np.maximum(1.0, np.abs(mean)))
+        return cls(mean, std)
+
+    def transform(self, data: np.ndarray) -> np.ndarray:
+        """Original units -> standardised float32."""
+        return ((np.asarray(data, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, data: np.ndarray) -> np.ndarray:
+        """Standardised -> original units."""
+        return (np.asarray(data, dtype=np.float32) * self.std + self.mean).astype(np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The arrays (``mean`` and ``std``; 0-d when global)."""
+        return {"mean": self.mean.copy(), "std": self.std.copy()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> Scaler:
+        """Inverse of ``state``."""
+        try:
+            return cls(np.asarray(state["mean"]), np.asarray(state["std"]))
+        except KeyError as exc:
+            raise ModelError(f"scaler state lacks {exc}") from exc
+
+
+@dataclass
+class Detector:
+    """A trained model with what it takes to score: scaler and normal error statistics."""
+
+    model: AutoEncoder
+    scaler: Scaler
+    error_stats: ErrorStats
+    train_loss: float
+    val_loss: float
+    validation_scores: np.ndarray  # raw per-sample scores of the validation split
+    epochs_run: int
+
+
+def _check_data(data: np.ndarray) -> np.ndarray:
+    """Float32 (N, *shape) with N >= MIN_SAMPLES and no NaN/inf, or ModelError."""
+    x = np.asarray(data, dtype=np.float32)
+    if x.ndim < 2:
+        raise ModelError(f"training data must be (N, *input_shape), got shape {x.shape}")
+    if len(x) < MIN_SAMPLES:
+        raise ModelError(f"need at least {MIN_SAMPLES} samples to train, got {len(x)}")
+    if not np.all(np.isfinite(x)):
+        raise ModelError("training data contains NaN or inf")
+    return x
+
+
+def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation indices; validation falls back to train when empty."""
+    order = rng.permutation(n)
+    n_val = min(n - 2, max(1, round(n * fraction))) if fraction > 0 else 0
+    train, val = order[n_val:], order[:n_val]
+    return train, (val if n_val else train)
+
+
+def _epoch(
+    model: AutoEncoder,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    batch_size: int,
+    stop: threading.Event | None,
+) -> float | None:
+    """One pass over x in random batches; mean loss, or None when stopped."""
+    model.train()
+    order = torch.randperm(len(x), device=x.device)
+    total, count = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        if stop is not None and stop.is_set():
+            return None
+        batch = x[order[start : start + batch_size]]
+        loss = model.loss(batch)
+        if not torch.isfinite(loss):
+            raise ModelError(f"training loss became {loss.item()}; lower the learning rate")
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total += loss.item() * len(batch)
+        count += len(batch)
+    return total / count
+
+
+def _evaluate(model: AutoEncoder, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, ...]:
+    """Deterministic raw scores (N,) and per-feature errors (N, *shape) in eval mode."""
+    model.eval()
+    scores, errors = [], []
+    with torch.inference_mode():
+        for start in range(0, len(x), max(batch_size, 1024)):
+            s, e = model.score(x[start : start + max(batch_size, 1024)])
+            scores.append(s.cpu().numpy())
+            errors.append(e.cpu().numpy())
+    return np.concatenate(scores), np.concatenate(errors)
+
+
+def _train(
+    model: AutoEncoder,
+    x_train: torch.Tensor,
+    x_val: torch.Tensor,
+    config: TrainConfig,
+    progress: Callable[[int, float], None] | None,
+    stop: threading.Event | None,
+) -> tuple[float, float, int]:
+    """Epochs with early stopping; leaves the best weights loaded. (train, val, epochs)."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    best_val, best_train, best_state, epochs_run, stale = math.inf, math.inf, None, 0, 0
+    for epoch in range(1, config.epochs + 1):
+        train_loss = _epoch(model, optimiser, x_train, config.batch_size, stop)
+        if train_loss is None:
+            break
+        epochs_run = epoch
+        val_loss = float(_evaluate(model, x_val, config.batch_size)[0].mean())
+        if not math.isfinite(val_loss):
+            raise ModelError(f"validation loss became {val_loss}")
+        if progress is not None:
+            progress(epoch, val_loss)
+        if val_loss < best_val:
+            best_val, best_train, stale = val_loss, train_loss, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    if best_state is None:
+        raise ModelError("training stopped before the first epoch finished")
+    model.load_state_dict(best_state)
+    return best_train, best_val, epochs_run
+
+
+def fit(
+    data: np.ndarray,
+    kind: str,
+    model_args: dict,
+    config: TrainConfig,
+    device: str = "auto",
+    progress: Callable[[int, float], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Detector:
+    """Train a fresh ``kind`` model on normal samples (N, *input_shape) in original units.
+
+    Early stopping watches the validation loss, which is the mean deterministic score
+    (``model.score``), so it does not jitter with corruption or VAE sampling. The best
+    weights are kept. ``progress(epoch, val_loss)`` is called after each epoch; setting
+    ``stop`` ends training at the next batch with the best weights so far.
+    """
+    started = time.monotonic()
+    x = _check_data(data)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    target = resolve_device(device)
+    try:
+        model = build_model(kind, x.shape[1:], **model_args)
+    except TypeError as exc:
+        raise ModelError(f"bad model arguments for {kind!r}: {exc}") from exc
+    model.to(target)
+    train_idx, val_idx = _split(len(x), config.validation_fraction, rng)
+    scaler = Scaler.fit(x[train_idx], per_feature=len(x.shape) < 4)
+    scaled = torch.from_numpy(scaler.transform(x)).to(target)
+    x_train, x_val = scaled[train_idx], scaled[val_idx]
+
+    best_train, best_val, epochs_run = _train(model, x_train, x_val, config, progress, stop)
+    return _finish(model, scaler, x_val, config, best_train, best_val, epochs_run, started)
+
+
+def _finish(
+    model: AutoEncoder,
+    scaler: Scaler,
+    x_val: torch.Tensor,
+    config: TrainConfig,
+    train_loss: float,
+    val_loss: float,
+    epochs_run: int,
+    started: float,
+) -> Detector:
+    """Calibrate error statistics on the validation split; return the model on CPU."""
+    scores, errors = _evaluate(model, x_val, config.batch_size)
+    stats = ErrorStats.from_errors(scores, errors, config.error_method)
+    model = model.cpu().eval()
+    logger.info(
+        "model_trained kind=%s epochs=%d train_loss=%.5f val_loss=%.5f seconds=%.2f",
+        model.kind,
+        epochs_run,
+        train_loss,
+        val_loss,
+        time.monotonic() - started,
+    )
+    return Detector(model, scaler, stats, train_loss, val_loss, scores, epochs_run)

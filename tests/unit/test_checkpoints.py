@@ -1,0 +1,160 @@
+"""Checkpoints: round trips, atomicity, pruning, versions and corruption."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from streamae.checkpoints import (
+    checkpoint_from_bytes,
+    checkpoint_to_bytes,
+    load_latest,
+    load_version,
+    save_checkpoint,
+)
+from streamae.exceptions import CheckpointError
+from streamae.scoring import Scorer
+from streamae.training import Detector, TrainConfig, fit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op threads only add spin-wait, badly so on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+THRESHOLD = {"method": "spot", "level": 3.5, "history": [1.0, 2.0]}
+
+
+@pytest.fixture(scope="module")
+def detectors():
+    """Small trained detectors of several kinds, with a batch to score each."""
+    rng = np.random.default_rng(0)
+    made: dict[str, tuple[Detector, np.ndarray]] = {}
+    for kind, shape, args in [
+        ("dense", (5,), {"hidden_sizes": [8], "latent_size": 2}),
+        ("conv", (1, 7, 9), {"hidden_sizes": [4], "latent_size": 2, "variational": True}),
+        ("conv1d", (10, 2), {"hidden_sizes": [4, 4], "latent_size": 2}),
+    ]:
+        data = rng.normal(2.0, 3.0, size=(60, *shape)).astype(np.float32)
+        made[kind] = (fit(data, kind, args, TrainConfig(epochs=2), device="cpu"), data[:8])
+    return made
+
+
+def save(directory, detector, keep=5) -> int:
+    return save_checkpoint(
+        directory, detector, threshold_state=THRESHOLD, metadata={"topic": "in"}, keep=keep
+    )
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "conv1d"])
+def test_round_trip_scores_identically(tmp_path, detectors, kind):
+    detector, batch = detectors[kind]
+    version = save(tmp_path, detector)
+    loaded = load_latest(tmp_path, device="cpu")
+    assert loaded is not None and loaded.version == version == 1
+    assert loaded.threshold_state == THRESHOLD and loaded.metadata == {"topic": "in"}
+    assert loaded.detector.model.constructor_args() == detector.model.constructor_args()
+    before = Scorer(detector, "cpu").score(batch)
+    after = Scorer(loaded.detector, "cpu").score(batch)
+    np.testing.assert_array_equal(before.scores, after.scores)
+    np.testing.assert_array_equal(before.feature_z, after.feature_z)
+    np.testing.assert_array_equal(loaded.detector.validation_scores, detector.validation_scores)
+
+
+def test_bytes_round_trip(detectors):
+    detector, batch = detectors["conv1d"]
+    blob = checkpoint_to_bytes(detector, THRESHOLD, {"a": np.float32(1.5)}, version=7)
+    loaded = checkpoint_from_bytes(blob, device="cpu")
+    assert loaded.version == 7 and loaded.metadata == {"a": 1.5}
+    np.testing.assert_array_equal(
+        Scorer(detector, "cpu").score(batch).raw_scores,
+        Scorer(loaded.detector, "cpu").score(batch).raw_scores,
+    )
+
+
+def test_empty_directory_has_no_checkpoint(tmp_path):
+    assert load_latest(tmp_path) is None
+    assert load_latest(tmp_path / "missing") is None
+    with pytest.raises(CheckpointError):
+        load_version(tmp_path, 1)
+
+
+def test_incomplete_writes_are_ignored(tmp_path, detectors):
+    detector, _ = detectors["dense"]
+    save(tmp_path, detector)
+    (tmp_path / "model-000002.json.tmp-123").write_text("{half")
+    (tmp_path / "model-000003.safetensors").write_bytes(b"no json beside me")
+    loaded = load_latest(tmp_path, device="cpu")
+    assert loaded is not None and loaded.version == 1
+    assert save(tmp_path, detector) == 4  # versions only grow, past the orphan too
+
+
+def test_keep_prunes_old_versions_and_versions_only_grow(tmp_path, detectors):
+    detector, _ = detectors["dense"]
+    versions = [save(tmp_path, detector, keep=2) for _ in range(4)]
+    assert versions == [1, 2, 3, 4]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "model-000003.json",
+        "model-000003.safetensors",
+        "model-000004.json",
+        "model-000004.safetensors",
+    ]
+    assert load_latest(tmp_path, "cpu").version == 4
+    assert load_version(tmp_path, 3, "cpu").version == 3
+    with pytest.raises(CheckpointError):
+        load_version(tmp_path, 1)
+
+
+def test_json_describes_the_checkpoint(tmp_path, detectors):
+    detector, _ = detectors["conv"]
+    save(tmp_path, detector)
+    header = json.loads((tmp_path / "model-000001.json").read_text())
+    assert header["kind"] == "conv" and header["input_shape"] == [1, 7, 9]
+    assert header["constructor_args"]["variational"] is True
+    assert header["threshold_state"] == THRESHOLD and "sha256" in header
+
+
+def test_corrupt_files_raise_checkpoint_error(tmp_path, detectors):
+    detector, _ = detectors["dense"]
+    save(tmp_path, detector)
+    weights = tmp_path / "model-000001.safetensors"
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[:-10])
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_latest(tmp_path)
+    weights.write_bytes(blob)
+    (tmp_path / "model-000001.json").write_text("{not json")
+    with pytest.raises(CheckpointError):
+        load_latest(tmp_path)
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x00" * 16, b"\x10\x00\x00\x00\x00\x00\x00\x00{}"])
+def test_garbage_bytes_raise_checkpoint_error(blob):
+    with pytest.raises(CheckpointError):
+        checkpoint_from_bytes(blob)
+
+
+def test_mismatched_weights_raise_checkpoint_error(detectors):
+    detector, _ = detectors["dense"]
+    other, _ = detectors["conv1d"]
+    good = checkpoint_to_bytes(detector, {}, {}, 1)
+    wrong = checkpoint_to_bytes(other, {}, {}, 1)
+    header_len = int.from_bytes(good[:8], "little")
+    # the dense header glued onto the conv1d tensors: same file format, wrong model
+    wrong_len = int.from_bytes(wrong[:8], "little")
+    meta = json.loads(good[8 : 8 + header_len])["__metadata__"]
+    tensors_header = json.loads(wrong[8 : 8 + wrong_len])
+    tensors_header["__metadata__"] = meta
+    text = json.dumps(tensors_header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    franken = len(text).to_bytes(8, "little") + text + wrong[8 + wrong_len :]
+    with pytest.raises(CheckpointError, match="valid model"):
+        checkpoint_from_bytes(franken, device="cpu")

@@ -1,0 +1,152 @@
+"""Scoring: normalisation, the scorer, explanations and sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamae.exceptions import ModelError
+from streamae.scoring import (
+    ErrorStats,
+    Scorer,
+    heatmap,
+    resolve_device,
+    sample,
+    top_features,
+    worst_patches,
+)
+from streamae.training import Detector, TrainConfig, fit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op threads only add spin-wait, badly so on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL = {"hidden_sizes": [16, 8], "latent_size": 2}
+
+
+@pytest.fixture(scope="module")
+def make_detector():
+    """Factory of small trained detectors, cached by kind."""
+    cache: dict[str, Detector] = {}
+
+    def make(kind: str = "dense") -> Detector:
+        if kind not in cache:
+            rng = np.random.default_rng(0)
+            shape = (1, 8, 8) if kind == "conv" else (6,)
+            data = rng.normal(3.0, 2.0, size=(120, *shape)).astype(np.float32)
+            cache[kind] = fit(data, kind, SMALL, TrainConfig(epochs=3), device="cpu")
+        return cache[kind]
+
+    return make
+
+
+def test_robust_z_ignores_outliers_that_move_z():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(1.0, 0.1, size=1000)
+    scores[:20] = 100.0  # contamination in the "normal" data
+    errors = np.stack([scores, scores], axis=1)
+    z = ErrorStats.from_errors(scores, errors, "z")
+    robust = ErrorStats.from_errors(scores, errors, "robust_z")
+    assert robust.sample_centre == pytest.approx(1.0, abs=0.02)
+    assert robust.sample_scale == pytest.approx(0.1, rel=0.15)
+    assert z.sample_scale > 10 * robust.sample_scale
+    assert robust.normalise_scores(np.array([1.3]))[0] == pytest.approx(3.0, abs=0.5)
+    assert robust.feature_centre.shape == (2,)
+
+
+def test_error_stats_floor_and_state_round_trip():
+    errors = np.zeros((50, 2, 3))
+    errors[:, 0, 0] = np.linspace(0, 1, 50)
+    stats = ErrorStats.from_errors(errors.mean(axis=(1, 2)), errors, "robust_z")
+    assert np.all(stats.feature_scale > 0)
+    again = ErrorStats.from_state(stats.state())
+    np.testing.assert_array_equal(again.feature_scale, stats.feature_scale)
+    assert again.sample_scale == stats.sample_scale and again.method == "robust_z"
+    with pytest.raises(ModelError):
+        ErrorStats.from_state({"method": "z"})
+    with pytest.raises(ModelError):
+        ErrorStats.from_errors(np.ones(3), np.ones((3, 2)), "nope")
+
+
+def test_scorer_returns_numpy_in_original_units(make_detector):
+    detector = make_detector("dense")
+    scorer = Scorer(detector, device="cpu", max_batch=7)
+    batch = np.random.default_rng(1).normal(3.0, 2.0, size=(20, 6)).astype(np.float32)
+    result = scorer.score(batch)
+    assert result.scores.shape == result.raw_scores.shape == (20,)
+    assert result.feature_z.shape == result.reconstructed.shape == (20, 6)
+    assert result.latent.shape == (20, 2)
+    assert abs(result.reconstructed.mean() - 3.0) < 1.0  # original units, not scaled
+    np.testing.assert_allclose(scorer.encode(batch), result.latent, rtol=1e-5, atol=1e-6)
+    assert scorer.model is not detector.model  # the scorer owns its copy
+    with pytest.raises(ModelError):
+        scorer.score(np.zeros((2, 5), np.float32))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ModelError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError):
+            resolve_device("cuda")
+
+
+def test_top_features_sorted_by_z_with_direction():
+    values = np.array([1.0, 5.0, 2.0, 0.0])
+    recon = np.array([1.0, 2.0, 2.5, 3.0])
+    z = np.array([0.1, 4.0, 0.5, 6.0])
+    top = top_features(values, recon, z, ["a", "b", "c", "d"], k=2)
+    assert [t["feature"] for t in top] == ["d", "b"]
+    assert [t["direction"] for t in top] == ["low", "high"]
+    assert top[0] == {
+        "feature": "d",
+        "actual": 0.0,
+        "reconstructed": 3.0,
+        "direction": "low",
+        "z": 6.0,
+    }
+    assert [t["feature"] for t in top_features(values, recon, z, None, 10)] == [3, 1, 2, 0]
+
+
+def test_worst_patches_find_an_injected_bright_square():
+    z = np.random.default_rng(0).normal(0, 0.3, size=(3, 28, 28))
+    z[:, 10:14, 17:21] += 8.0
+    z[:, 0:4, 0:4] += 3.0
+    patches = worst_patches(z, patch=4, k=2)
+    assert (patches[0]["row"], patches[0]["col"]) == (10, 17)
+    assert patches[0]["height"] == patches[0]["width"] == 4
+    assert patches[0]["z"] > 7.0
+    assert (patches[1]["row"], patches[1]["col"]) == (0, 0)
+
+
+def test_heatmap_pools_to_a_small_grid():
+    z = np.zeros((1, 16, 16))
+    z[0, :8, :8] = 2.0
+    grid = heatmap(z, size=2)
+    assert grid == [[2.0, 0.0], [0.0, 0.0]]
+    assert len(heatmap(np.zeros((5, 3)), size=8)) == 5
+
+
+def test_sampling_needs_a_variational_model(make_detector):
+    with pytest.raises(ModelError):
+        sample(make_detector("dense"), 4, device="cpu")
+    samples = sample(make_detector("vae"), 10, device="cpu", seed=3)
+    assert samples.shape == (10, 6)
+    assert np.all(np.isfinite(samples))
+    np.testing.assert_array_equal(samples, sample(make_detector("vae"), 10, "cpu", seed=3))
+
+
+def test_conv_scorer_scores_images(make_detector):
+    scorer = Scorer(make_detector("conv"), device="cpu")
+    result = scorer.score(np.full((3, 1, 8, 8), 3.0, np.float32))
+    assert result.feature_z.shape == (3, 1, 8, 8)
+    assert len(worst_patches(result.feature_z[0], patch=3, k=1)) == 1
