@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamae: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
     with contextlib.suppress(AttributeError):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:

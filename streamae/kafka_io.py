@@ -109,7 +109,11 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterab
 
 
 def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> list[Record]:
-    """Poll until ``max_records`` arrived or ``max_wait_ms`` passed, whichever is first."""
+    """Poll until ``max_records`` arrived or ``max_wait_ms`` passed, whichever is first.
+
+    An empty poll ends the batch at once: the client returns early only when it has
+    nothing to give (no coordinator yet, say), and spinning on it would burn a core.
+    """
     records: list[Record] = []
     deadline = time.monotonic() + max_wait_ms / 1000
     while len(records) < max_records:
@@ -117,7 +121,7 @@ def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> l
         polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_records - len(records))
         for batch in polled.values():
             records.extend(batch)
-        if remaining_ms == 0:
+        if remaining_ms == 0 or not polled:
             break
     return records
 
@@ -171,13 +175,21 @@ class OffsetTracker:
         return sum(len(state.pending) for state in self._partitions.values())
 
 
-def commit(consumer: KafkaConsumer, tracker: OffsetTracker) -> int:
-    """Commit what is done; returns how many partitions moved."""
+def commit(consumer: KafkaConsumer, tracker: OffsetTracker, wait: bool = True) -> int:
+    """Commit what is done; returns how many partitions moved.
+
+    ``wait=False`` commits asynchronously (the loop's steady state: a lost async commit is
+    covered by the next one, at worst one more batch is redelivered after a crash);
+    shutdown and rebalances wait.
+    """
     offsets = tracker.committable()
     if not offsets:
         return 0
     try:
-        consumer.commit(offsets)
+        if wait:
+            consumer.commit(offsets)
+        else:
+            consumer.commit_async(offsets, callback=_log_async_failure)
     except KafkaError as exc:
         # A rebalance took the partitions away: their records will be redelivered to the
         # new owner, which is at-least-once, not loss.
@@ -185,6 +197,11 @@ def commit(consumer: KafkaConsumer, tracker: OffsetTracker) -> int:
         return 0
     tracker.mark_committed(offsets)
     return len(offsets)
+
+
+def _log_async_failure(offsets: object, response: object) -> None:
+    if isinstance(response, Exception):
+        log.warning("event=async_commit_failed error=%r", response)
 
 
 def consumer_lag(consumer: KafkaConsumer) -> dict[TopicPartition, int]:

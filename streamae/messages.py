@@ -174,23 +174,28 @@ def parse_key(body_key: Any, kafka_key: bytes | None) -> str | None:
     return str(body_key)
 
 
+_JSON_NUMBERS = (int, float)  # exact types: a JSON true is a bool, not a number
+
+
 def to_float_array(items: Sequence[Any]) -> np.ndarray:
-    """A flat list of JSON numbers as float32; booleans, strings and nesting are non-numeric."""
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int | float):
-            raise DecodeError(NON_NUMERIC, f"value {str(item)[:40]!r} is not a number")
+    """A flat list of JSON numbers as float32; booleans, strings and nesting are non-numeric.
+
+    The hot path of every vector message: one type scan, one conversion, one finite check.
+    """
+    if not all(type(item) in _JSON_NUMBERS for item in items):
+        bad = next(item for item in items if type(item) not in _JSON_NUMBERS)
+        raise DecodeError(NON_NUMERIC, f"value {str(bad)[:40]!r} is not a number")
     try:
-        array = np.asarray(items, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            array = np.array(items, dtype=np.float32)
     except OverflowError as exc:
         raise DecodeError(NON_FINITE, "value too large for a float") from exc
-    with np.errstate(over="ignore"):
-        return check_finite(array.astype(np.float32))
+    return check_finite(array)
 
 
 def check_finite(array: np.ndarray) -> np.ndarray:
     """Reject NaN and ±Inf (including float32 overflow of huge numbers)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        finite = np.isfinite(array)
+    finite = np.isfinite(array)
     if not finite.all():
         bad = int(np.flatnonzero(~finite.ravel())[0])
         raise DecodeError(NON_FINITE, f"value at index {bad} is NaN or infinite")
@@ -296,11 +301,11 @@ class VectorDecoder:
         if not raw:
             raise DecodeError(MISSING_VALUES, "'values' is an empty object")
         order = self._features or tuple(raw)
-        unknown = [name for name in raw if name not in order]
-        if unknown:
-            raise DecodeError(UNKNOWN_FEATURE, f"unknown features {unknown[:5]}"[:200])
-        missing = [name for name in order if name not in raw]
-        if missing:
+        if len(raw) != len(order) or raw.keys() != set(order):
+            unknown = [name for name in raw if name not in order]
+            if unknown:
+                raise DecodeError(UNKNOWN_FEATURE, f"unknown features {unknown[:5]}"[:200])
+            missing = [name for name in order if name not in raw]
             raise DecodeError(MISSING_FEATURE, f"missing features {missing[:5]}"[:200])
         values = to_float_array([raw[name] for name in order])
         if self._features is None:

@@ -72,6 +72,7 @@ class Daemon:
         self._finished: list[Any] = []  # input records done once this turn's sends are acked
         self._scored_ts: list[int] = []
         self._lag_at = 0.0
+        self._window_counts: dict[str, int] = {}
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunStats:
@@ -99,13 +100,14 @@ class Daemon:
         self.heartbeat = time.monotonic()
         records = self._poll()
         intake = self.decoding.take(records)
+        self._count_window_events()
         self._dead_letter(intake.dead)
         self._finished.extend(intake.absorbed)
         ready = self.cold_start.admit(intake.samples, self.consumer, self.decoding)
         live = self.slot.live  # read once: a swap never splits a batch
         if ready and live is not None:
             self._score(live, ready)
-        self._deliver_and_commit()
+        self._deliver_and_commit(wait=False)
         self._observe_lag()
 
     def shutdown(self) -> None:
@@ -131,6 +133,19 @@ class Daemon:
             self.metrics.consumed.inc(len(records))
             self.metrics.batch_size.observe(len(records))
         return records
+
+    def _count_window_events(self) -> None:
+        """Mirror the window builder's counters (evictions, late readings) into metrics."""
+        windows = self.decoding.windows
+        if windows is None:
+            return
+        seen = self._window_counts
+        now = {"evicted": windows.evicted, "drop": windows.late_dropped,
+               "accept": windows.late_accepted}
+        self.metrics.windows_evicted.inc(now["evicted"] - seen.get("evicted", 0))
+        for policy in ("drop", "accept"):
+            self.metrics.late_readings.labels(policy=policy).inc(now[policy] - seen.get(policy, 0))
+        self._window_counts = now
 
     def _dead_letter(self, dead: list[tuple[Any, Exception]]) -> None:
         now = int(self.clock() * 1000)
@@ -206,7 +221,7 @@ class Daemon:
         except KafkaError as exc:
             raise InfrastructureError(f"cannot send to {topic}: {exc}") from exc
 
-    def _deliver_and_commit(self) -> None:
+    def _deliver_and_commit(self, wait: bool = True) -> None:
         """Wait for every ack of this turn, then commit the offsets that are now done."""
         if self._pending:
             try:
@@ -225,7 +240,7 @@ class Daemon:
         self._scored_ts.clear()
         self.tracker.done(self._finished)
         self._finished.clear()
-        commit(self.consumer, self.tracker)
+        commit(self.consumer, self.tracker, wait=wait)
 
     def _observe_lag(self) -> None:
         if time.monotonic() - self._lag_at < LAG_EVERY_S:

@@ -15,7 +15,9 @@ from streamae.health import HealthServer
 from streamae.kafka_io import build_consumer, build_producer, ensure_topics
 from streamae.live import ModelSlot, load_live
 from streamae.metrics import Metrics
+from streamae.modelbus import ModelPublisher, ModelSubscriber, ensure_model_topic
 from streamae.pipeline import Daemon, RunStats
+from streamae.retrain import Retrainer
 from streamae.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,31 @@ def serve(settings: Settings, max_messages: int | None = None,
             stack.enter_context(HealthServer(metrics.registry, daemon.liveness,
                                              daemon.readiness, port=settings.metrics_port))
         stack.enter_context(stop_on_signals(daemon))
+        attach_model_roles(settings, daemon, stack)
         log.info("event=daemon_started role=%s topics=%s group=%s device=%s", settings.role,
                  ",".join(settings.kafka.input_topics), settings.kafka.group_id,
                  settings.device)
         return daemon.run(max_messages=max_messages, timeout_s=timeout_s)
+
+
+def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.ExitStack) -> None:
+    """By role: ``trainer`` and ``all`` retrain and publish to the model topic, ``scorer``
+    follows the model topic and never retrains. Everything closes with ``stack``."""
+    retrain, kafka = settings.retrain, settings.kafka
+    ensure_model_topic(kafka, retrain.model_max_bytes)
+    if settings.role == "scorer":
+        subscriber = ModelSubscriber(kafka, retrain.model_max_bytes, daemon.slot,
+                                     settings.device, settings.batch.max_size, daemon.metrics)
+        stack.callback(subscriber.close)
+        subscriber.start()
+        return
+    publisher = ModelPublisher(kafka, retrain.model_max_bytes)
+    stack.callback(publisher.close)
+    retrainer = Retrainer(retrain, settings.model, settings.threshold, settings.checkpoints,
+                          settings.device, daemon.slot, daemon.metrics, publisher,
+                          max_batch=settings.batch.max_size)
+    stack.callback(retrainer.close)  # runs before publisher.close: stack order is LIFO
+    daemon.scored_hooks.append(retrainer.observe)
 
 
 @contextlib.contextmanager

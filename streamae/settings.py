@@ -75,6 +75,12 @@ class InputSettings(Section):
 
     _split_features = field_validator("features", mode="before")(_split_csv)
 
+    @field_validator("image_channels", mode="before")
+    @classmethod
+    def _int_channels(cls, value: Any) -> Any:
+        """The environment gives "3"; an int Literal only matches 3."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
 
 class WindowSettings(Section):
     length: int = Field(32, ge=2)
@@ -126,6 +132,13 @@ class RetrainSettings(Section):
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     tolerance: float = Field(0.05, ge=0)  # challenger may be this much worse and still win
     rollback_alert_ratio: float = Field(5.0, gt=1)
+    rollback_window: int = Field(1_000, ge=10)  # scores after a promotion judged for rollback
+    min_windows: int = Field(200, ge=10)  # a retrain needs at least this many buffered
+    flagged_windows: int = Field(256, ge=0)  # recent flagged windows kept to check challengers
+    flagged_min_windows: int = Field(10, ge=1)  # the flagged check needs this many
+    flagged_recall: float = Field(0.5, ge=0, le=1)  # share of the champion's hits to keep
+    calibration_windows: int = Field(5_000, ge=100)  # recent normal windows for the threshold
+    model_max_bytes: int = Field(64 * 1024 * 1024, ge=1_048_576)  # model topic message limit
 
 
 class CheckpointSettings(Section):
@@ -143,6 +156,9 @@ class Settings(BaseSettings):
     warmup_size: int = Field(1_000, ge=10)  # messages gathered to train the first model
     metrics_port: int = Field(9100, ge=0, le=65535)  # 0 disables the HTTP server
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # torch intra-op threads. 1 keeps small models fast and leaves a core to the
+    # background trainer; raise it for large conv models on a many-core node.
+    torch_threads: int = Field(1, ge=1, le=256)
     kafka: KafkaSettings = KafkaSettings()
     input: InputSettings = InputSettings()
     window: WindowSettings = WindowSettings()

@@ -1,0 +1,281 @@
+"""The retrainer without a broker: gate, trigger, champion/challenger, failures, rollback."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from prometheus_client import CollectorRegistry
+
+from streamae.checkpoints import checkpoint_from_bytes, load_latest, save_checkpoint
+from streamae.exceptions import ModelError
+from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
+from streamae.metrics import Metrics
+from streamae.retrain import Retrainer, common_scale, gate_limit, judge, split_holdout
+from streamae.scoring import Scorer
+from streamae.settings import (
+    CheckpointSettings,
+    ModelSettings,
+    RetrainSettings,
+    ThresholdSettings,
+)
+
+MODEL = ModelSettings(hidden_sizes=[16, 8], latent_size=2, epochs=25, batch_size=16, patience=4,
+                      learning_rate=5e-3)
+THRESHOLD = ThresholdSettings(quantile=0.99, window=2_000, min_samples=50)
+LOADINGS = np.random.default_rng(7).normal(size=(8, 2))
+
+
+def normal(n: int, seed: int = 0, shift: float = 0.0) -> np.ndarray:
+    """Correlated 8-sensor readings driven by two hidden factors."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 2))
+    return (z @ LOADINGS.T + 0.05 * rng.normal(size=(n, 8)) + shift).astype(np.float32)
+
+
+def anomalous(n: int, seed: int = 1) -> np.ndarray:
+    """Readings that break the correlation: sensor 0 moves against its factors."""
+    data = normal(n, seed)
+    data[:, 0] = -data[:, 0] + 3.0
+    return data
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op threads only add spin-wait, badly so on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def champion_detector(_one_thread):
+    return train_detector(normal(300, seed=11), MODEL, "cpu")
+
+
+def live_model(detector, version: int = 1) -> LiveModel:
+    return LiveModel(Scorer(detector, "cpu", 256), calibrated_threshold(THRESHOLD, detector),
+                     version)
+
+
+class Harness:
+    """A retrainer on a slot holding the champion, with publish calls recorded."""
+
+    def __init__(self, tmp_path, champion_detector, train=None, clock=None, **retrain):
+        defaults = {"every_windows": 300, "min_windows": 100, "rollback_window": 200,
+                    "calibration_windows": 1_000}
+        self.settings = RetrainSettings(**{**defaults, **retrain})
+        self.metrics = Metrics(CollectorRegistry())
+        self.slot = ModelSlot()
+        champion = live_model(champion_detector)
+        save_checkpoint(tmp_path / "ck", champion_detector, metadata={"origin": "test"},
+                        threshold_state=champion.threshold.state())  # version 1
+        self.slot.swap(champion)
+        self.published: list[tuple[bytes, int]] = []
+        extra = {"clock": clock} if clock is not None else {}
+        self.retrainer = Retrainer(self.settings, MODEL, THRESHOLD,
+                                   CheckpointSettings(directory=tmp_path / "ck", keep=3),
+                                   "cpu", self.slot, self.metrics,
+                                   lambda blob, v: self.published.append((blob, v)),
+                                   train=train, **extra)
+
+    def feed(self, data: np.ndarray, batch: int = 50) -> None:
+        """What the daemon does per batch: score, classify, update, call the hook."""
+        for start in range(0, len(data), batch):
+            live = self.slot.live
+            values = data[start : start + batch]
+            scores = live.scorer.score(values).scores
+            flags = live.threshold.classify(scores)
+            value = live.threshold.value
+            live.threshold.update(scores if value is None else np.minimum(scores, value))
+            self.retrainer.observe(live, values, scores, flags)
+            self.retrainer.wait(timeout_s=60)
+
+    def count(self, outcome: str) -> float:
+        value = self.metrics.registry.get_sample_value("streamae_retrains_total",
+                                                       {"outcome": outcome})
+        return value or 0.0
+
+    def close(self) -> None:
+        self.retrainer.close()
+
+
+def test_split_holdout_takes_the_newest_slice():
+    data = np.arange(100, dtype=np.float32).reshape(50, 2)
+    train, holdout = split_holdout(data, 0.2)
+    assert len(train) == 40 and len(holdout) == 10
+    assert holdout[0, 0] == 80 and train[-1, 0] == 78
+
+
+def test_gate_limit():
+    assert gate_limit(None, 0.8) is None
+    assert gate_limit(3.0, 0.8) == pytest.approx(2.4)
+    assert gate_limit(-1.0, 0.8) == -1.0
+
+
+def test_gate_keeps_flagged_windows_out_of_the_buffer(tmp_path, champion_detector):
+    h = Harness(tmp_path, champion_detector, every_windows=10_000)
+    live = h.slot.live
+    values = np.concatenate([normal(40, seed=3), anomalous(10)])
+    value = live.threshold.value
+    scores = np.r_[np.full(30, 0.1 * value), np.full(10, 0.9 * value), np.full(10, 2 * value)]
+    flags = scores > value
+    h.retrainer.observe(live, values, scores.astype(np.float32), flags)
+    assert len(h.retrainer.buffer) == 30  # below gate * threshold only
+    np.testing.assert_array_equal(h.retrainer.buffer.snapshot(), values[:30])
+    np.testing.assert_array_equal(h.retrainer.buffer.flagged_snapshot(), values[40:])
+    assert len(h.retrainer.recent) == 40  # every window scored normal, for calibration
+    assert h.metrics.registry.get_sample_value("streamae_buffer_windows") == 30
+    assert h.metrics.registry.get_sample_value("streamae_buffer_bytes") == 30 * 8 * 4
+    h.close()
+
+
+def test_gate_off_lets_everything_into_the_buffer(tmp_path, champion_detector):
+    h = Harness(tmp_path, champion_detector, every_windows=10_000, gate=1e9)
+    live = h.slot.live
+    values = anomalous(20)
+    scores = np.full(20, 10 * live.threshold.value, dtype=np.float32)
+    h.retrainer.observe(live, values, scores, np.ones(20, dtype=bool))
+    assert len(h.retrainer.buffer) == 20
+    assert len(h.retrainer.buffer.flagged_snapshot()) == 0
+    h.close()
+
+
+def test_retrain_promotes_checkpoints_publishes_and_swaps(tmp_path, champion_detector):
+    h = Harness(tmp_path, champion_detector, every_windows=600)
+    h.feed(normal(700, seed=5))
+    assert h.count("promoted") >= 1
+    live = h.slot.live
+    assert live.version >= 2
+    checkpoint = load_latest(tmp_path / "ck", device="cpu")
+    assert checkpoint.version == live.version
+    assert checkpoint.metadata["origin"] == "retrain"
+    assert checkpoint.threshold_state["method"] == "quantile"
+    blob, version = h.published[-1]
+    assert version == live.version and checkpoint_from_bytes(blob, "cpu").version == version
+    assert h.published[0][1] == 1  # the champion it found live was announced too
+    reg = h.metrics.registry
+    assert reg.get_sample_value("streamae_model_version") == live.version
+    assert reg.get_sample_value("streamae_retrain_seconds_count") >= 1
+    assert reg.get_sample_value("streamae_train_loss") > 0
+    h.close()
+
+
+def test_recalibrated_threshold_keeps_the_alert_rate(tmp_path, champion_detector):
+    h = Harness(tmp_path, champion_detector, tolerance=10.0, every_windows=600)
+    h.feed(normal(700, seed=5))
+    assert h.slot.live.version >= 2
+    fresh = normal(4_000, seed=99)
+    rates = []
+    for detector_live in (live_model(champion_detector), h.slot.live):
+        scores = detector_live.scorer.score(fresh).scores
+        rates.append(float(np.mean(scores > detector_live.threshold.value)))
+    assert rates[1] <= max(3 * rates[0], 0.03), rates
+    h.close()
+
+
+def test_worse_challenger_is_rejected(tmp_path, champion_detector):
+    def train_badly(data, stop):
+        return train_detector(normal(400, seed=2, shift=5.0) * 3, MODEL, "cpu")
+
+    h = Harness(tmp_path, champion_detector, train=train_badly)
+    h.feed(normal(400, seed=5))
+    assert h.count("rejected") >= 1 and h.count("promoted") == 0
+    assert h.slot.live.version == 1
+    h.close()
+
+
+@pytest.mark.parametrize("error", [ModelError("training loss became nan"), RuntimeError("boom")])
+def test_failed_retrain_keeps_the_champion(tmp_path, champion_detector, error):
+    def train_fails(data, stop):
+        raise error
+
+    h = Harness(tmp_path, champion_detector, train=train_fails)
+    h.feed(normal(400, seed=5))
+    assert h.count("failed") >= 1
+    assert h.slot.live.version == 1
+    h.close()
+
+
+def test_nan_loss_is_a_failed_retrain(tmp_path, champion_detector):
+    """A learning rate that diverges: fit raises on the non-finite loss."""
+    wild = MODEL.model_copy(update={"learning_rate": 1e12})
+
+    def train_wild(data, stop):
+        return train_detector(data * 1e20, wild, "cpu")
+
+    h = Harness(tmp_path, champion_detector, train=train_wild)
+    h.feed(normal(400, seed=5))
+    assert h.count("failed") >= 1 and h.slot.live.version == 1
+    h.close()
+
+
+def test_challenger_that_learnt_the_anomaly_is_rejected(tmp_path, champion_detector):
+    """Flagged windows in the store: a challenger that no longer flags them loses."""
+    def train_on_anomaly(data, stop):
+        return train_detector(np.concatenate([data, anomalous(600, seed=4)]), MODEL, "cpu")
+
+    h = Harness(tmp_path, champion_detector, train=train_on_anomaly, tolerance=10.0)
+    h.feed(np.concatenate([anomalous(60, seed=8), normal(400, seed=5)]))
+    assert len(h.retrainer.buffer.flagged_snapshot()) >= 10
+    assert h.count("rejected") >= 1 and h.count("promoted") == 0
+    h.close()
+
+
+def test_judge_compares_on_a_common_scale(champion_detector):
+    champion = Scorer(champion_detector, "cpu")
+    holdout = normal(200, seed=21)
+    settings = RetrainSettings(tolerance=0.05)
+    verdict = judge(champion, 3.0, champion, 3.0, holdout, np.zeros((0, 8), np.float32),
+                    common_scale(holdout), settings)
+    assert verdict.promote and verdict.champion_error == pytest.approx(verdict.challenger_error)
+
+
+def test_alert_explosion_after_promotion_rolls_back(tmp_path, champion_detector):
+    h = Harness(tmp_path, champion_detector, tolerance=10.0, every_windows=300)
+    h.feed(normal(400, seed=5))
+    promoted = h.slot.live
+    assert promoted.version == 2
+    flags = np.ones(50, dtype=bool)  # everything flagged: the challenger went wrong
+    for _ in range(4):
+        values = normal(50, seed=6)
+        h.retrainer.observe(h.slot.live, values, h.slot.live.scorer.score(values).scores, flags)
+    h.retrainer.wait(timeout_s=30)
+    live = h.slot.live
+    assert live.version == 3 and live.scorer is not promoted.scorer
+    assert h.metrics.registry.get_sample_value("streamae_rollbacks_total") == 1
+    assert load_latest(tmp_path / "ck", device="cpu").metadata["origin"] == "rollback"
+    h.close()
+
+
+def test_time_trigger_needs_min_windows(tmp_path, champion_detector):
+    now = [0.0]
+    h = Harness(tmp_path, champion_detector, clock=lambda: now[0], every_windows=100_000,
+                every_seconds=60, min_windows=100)
+    h.feed(normal(50, seed=5))
+    now[0] = 120.0
+    h.feed(normal(50, seed=6))
+    assert h.retrainer.outcomes == []  # not enough buffered yet
+    h.feed(normal(100, seed=7))
+    assert len(h.retrainer.outcomes) == 1
+    h.close()
+
+
+def test_close_stops_a_long_training(tmp_path, champion_detector):
+    started = threading.Event()
+
+    def train_slowly(data, stop):
+        started.set()
+        stop.wait(30)
+        raise ModelError("stopped")
+
+    h = Harness(tmp_path, champion_detector, train=train_slowly)
+    live = h.slot.live
+    values = normal(400, seed=5)
+    h.retrainer.observe(live, values, live.scorer.score(values).scores, np.zeros(400, bool))
+    assert started.wait(10)
+    h.close()  # returns promptly: the stop event ends the job
+    assert h.slot.live.version == 1
