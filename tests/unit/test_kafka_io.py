@@ -1,0 +1,57 @@
+"""The at-least-once rule: commit offset + 1 only up to the first offset not done yet."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from kafka import TopicPartition
+from pydantic import SecretStr
+
+from streamae.kafka_io import OffsetTracker, security_config
+from streamae.settings import KafkaSettings
+
+Rec = namedtuple("Rec", "topic partition offset")
+
+
+def records(partition, *offsets):
+    return [Rec("t", partition, o) for o in offsets]
+
+
+def test_commits_up_to_the_first_pending_offset():
+    tracker = OffsetTracker()
+    tracker.started(records(0, 10, 11, 12, 13))
+    tracker.done(records(0, 10, 12, 13))  # 11 is still waiting (e.g. in warm-up)
+    assert tracker.committable() == {TopicPartition("t", 0): (11, "", -1)}
+    tracker.done(records(0, 11))
+    assert tracker.committable()[TopicPartition("t", 0)].offset == 14
+
+
+def test_nothing_to_commit_until_something_is_done_and_no_repeat_commits():
+    tracker = OffsetTracker()
+    tracker.started(records(1, 0, 1))
+    assert tracker.committable() == {}
+    tracker.done(records(1, 0, 1))
+    offsets = tracker.committable()
+    tracker.mark_committed(offsets)
+    assert tracker.committable() == {}
+    assert tracker.pending_count == 0
+
+
+def test_partitions_are_independent_and_forgotten_after_revocation():
+    tracker = OffsetTracker()
+    tracker.started(records(0, 5) + records(1, 7))
+    tracker.done(records(1, 7))
+    assert set(tracker.committable()) == {TopicPartition("t", 1)}
+    tracker.forget([TopicPartition("t", 0)])
+    assert tracker.pending_count == 0
+
+
+def test_security_config_unwraps_secrets_only_for_the_client():
+    kafka = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                          sasl_username="u", sasl_password=SecretStr("p"),
+                          bootstrap_servers="a:1,b:2")
+    config = security_config(kafka)
+    assert config["bootstrap_servers"] == ["a:1", "b:2"]
+    assert config["sasl_plain_password"] == "p"
+    assert config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert "ssl_cafile" not in config
