@@ -82,7 +82,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             bar.update(1)
             bar.set_postfix(val_loss=f"{val_loss:.4f}")
 
-        detector = train_detector(table.values, settings.model, settings.device, progress)
+        detector = train_detector(table.values, settings.model, settings.device, progress,
+                                  normalisation=settings.threshold.normalisation)
     threshold = calibrated_threshold(settings.threshold, detector)
     version = save_checkpoint(directory, detector, threshold_state=threshold.state(),
                               metadata={"origin": "train", "source": str(args.csv),

@@ -65,8 +65,9 @@ def model_args(model: ModelSettings) -> dict:
     }
 
 
-def train_config(model: ModelSettings) -> TrainConfig:
+def train_config(model: ModelSettings, normalisation: str = "robust_z") -> TrainConfig:
     return TrainConfig(
+        error_method=normalisation,
         epochs=model.epochs,
         learning_rate=model.learning_rate,
         batch_size=model.batch_size,
@@ -78,9 +79,12 @@ def train_config(model: ModelSettings) -> TrainConfig:
 
 def train_detector(data: np.ndarray, model: ModelSettings, device: str,
                    progress: Callable[[int, float], None] | None = None,
-                   stop: threading.Event | None = None) -> Detector:
-    return fit(data, model.kind, model_args(model), train_config(model), device=device,
-               progress=progress, stop=stop)
+                   stop: threading.Event | None = None,
+                   normalisation: str = "robust_z") -> Detector:
+    """``normalisation`` (threshold settings) decides how errors become z-scores."""
+    config = train_config(model, normalisation)
+    return fit(data, model.kind, model_args(model), config, device=device, progress=progress,
+               stop=stop)
 
 
 def calibrated_threshold(settings: ThresholdSettings, detector: Detector) -> Threshold:

@@ -58,8 +58,9 @@ class ColdStart:
         model = self.settings.model
         log.info("event=cold_start_training samples=%d shape=%s kind=%s", len(data),
                  data.shape[1:], model.kind)
-        self._training = self._executor.submit(train_detector, data, model,
-                                               self.settings.device, None, self._stop)
+        self._training = self._executor.submit(
+            train_detector, data, model, self.settings.device, None, self._stop,
+            self.settings.threshold.normalisation)
 
     def _finish(self, consumer: Any, decoding: Decoding) -> None:
         try:
