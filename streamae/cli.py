@@ -1,5 +1,6 @@
-"""``streamae run | demo | train | score``: the command line, and the only place that
-configures logging. Everything else is read from the environment (``STREAMAE_*``)."""
+"""``streamae run | demo | train | score | encode | sample``: the command line, and the
+only place that configures logging. Everything else is read from the environment
+(``STREAMAE_*``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamae.exceptions import StreamaeError
 from streamae.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from streamae.checkpoints import Checkpoint
 
 log = logging.getLogger("streamae.cli")
 
@@ -117,6 +122,77 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _checkpoint(args: argparse.Namespace, settings: Settings) -> Checkpoint:
+    from streamae.checkpoints import load_latest
+
+    checkpoint = load_latest(args.checkpoints or settings.checkpoints.directory,
+                             device=settings.device)
+    if checkpoint is None:
+        raise StreamaeError("no checkpoint found; run `streamae train` or the daemon first")
+    return checkpoint
+
+
+def cmd_encode(args: argparse.Namespace, settings: Settings) -> int:
+    """Latent vectors of a file's rows (compression, reduction, feature extraction)."""
+    from streamae.latents import latent_records, load_inputs, publish, write_array
+    from streamae.scoring import Scorer
+
+    topic = args.topic or (settings.kafka.latent_topic if args.to_topic else None)
+    if args.out is None and topic is None:
+        raise StreamaeError("encode needs --out FILE and/or --to-topic (kafka.latent_topic)")
+    checkpoint = _checkpoint(args, settings)
+    detector = checkpoint.detector
+    columns = checkpoint.metadata.get("features") or args.columns
+    data = load_inputs(args.input, detector.model.input_shape, columns=columns,
+                       exclude=tuple(args.exclude), stride=args.stride)
+    latents = Scorer(detector, settings.device).encode(data)
+    if args.out is not None:
+        write_array(args.out, latents, prefix="z")
+    if topic is not None:
+        publish(settings.kafka, topic, latent_records(
+            latents, source=str(args.input), kind=detector.model.kind,
+            version=checkpoint.version))
+    log.info("event=encoded items=%d input_shape=%s latent_size=%d out=%s topic=%s",
+             len(latents), detector.model.input_shape, latents.shape[1], args.out, topic)
+    print(f"{len(latents)} items -> latent vectors of {latents.shape[1]} "
+          f"({args.out or ''}{' ' if args.out and topic else ''}{topic or ''})")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
+    """New data drawn from a trained variational model's prior, in original units."""
+    from streamae.latents import write_array
+    from streamae.scoring import sample
+
+    checkpoint = _checkpoint(args, settings)
+    drawn = sample(checkpoint.detector, args.n, device=settings.device, seed=args.seed)
+    write_array(args.out, drawn, names=checkpoint.metadata.get("features"))
+    log.info("event=sampled items=%d shape=%s version=%d out=%s", len(drawn),
+             drawn.shape[1:], checkpoint.version, args.out)
+    print(f"{len(drawn)} samples shaped {drawn.shape[1:]} -> {args.out}")
+    return 0
+
+
+def _add_latent_commands(sub: argparse._SubParsersAction) -> None:
+    encode = sub.add_parser("encode", help="inputs -> latent vectors (file and/or topic)")
+    encode.add_argument("--input", type=Path, required=True,
+                        help="CSV of rows (windows are built for window models) or .npy "
+                             "shaped (N, *input_shape)")
+    encode.add_argument("--columns", nargs="*", default=None)
+    encode.add_argument("--exclude", nargs="*", default=[])
+    encode.add_argument("--stride", type=int, default=1, help="CSV rows between windows")
+    encode.add_argument("--checkpoints", type=Path, default=None)
+    encode.add_argument("--out", type=Path, default=None, help=".npy or .csv")
+    encode.add_argument("--to-topic", action="store_true",
+                        help="publish to STREAMAE_KAFKA__LATENT_TOPIC")
+    encode.add_argument("--topic", default=None, help="publish to this topic instead")
+    sample = sub.add_parser("sample", help="draw new data from a trained VAE")
+    sample.add_argument("--n", type=int, default=100)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--checkpoints", type=Path, default=None)
+    sample.add_argument("--out", type=Path, required=True, help=".npy or .csv")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="streamae", description=__doc__.split("\n")[0])
     sub = top.add_subparsers(dest="command", required=True)
@@ -139,10 +215,12 @@ def parser() -> argparse.ArgumentParser:
     sub.choices["train"].add_argument("--out", type=Path, default=None)
     sub.choices["score"].add_argument("--checkpoints", type=Path, default=None)
     sub.choices["score"].add_argument("--out", type=Path, required=True)
+    _add_latent_commands(sub)
     return top
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "score": cmd_score}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "score": cmd_score,
+            "encode": cmd_encode, "sample": cmd_sample}
 
 
 def main(argv: list[str] | None = None) -> int:

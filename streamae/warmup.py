@@ -51,7 +51,9 @@ class ColdStart:
         return []
 
     def _begin(self, consumer: Any) -> None:
-        data = np.stack([s.values for s in self.gathered]).astype(np.float32)
+        # Exactly the warm-up: a batch that crosses the line is scored, not trained on.
+        warm = self.gathered[:self.settings.warmup_size]
+        data = np.stack([s.values for s in warm]).astype(np.float32)
         consumer.pause(*consumer.assignment())
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cold-start")
         self._started = time.monotonic()

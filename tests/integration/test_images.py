@@ -93,7 +93,7 @@ def test_digits_other_classes_are_flagged(daemon_env, produce, read_topic, monke
         STREAMAE_INPUT__IMAGE_WIDTH="16", STREAMAE_MODEL__KIND="conv",
         STREAMAE_MODEL__HIDDEN_SIZES="16,8", STREAMAE_MODEL__LATENT_SIZE="8",
         STREAMAE_MODEL__NOISE_STD="0", STREAMAE_MODEL__MASK_PROBABILITY="0",
-        STREAMAE_MODEL__EPOCHS="60", STREAMAE_MODEL__PATIENCE="10",
+        STREAMAE_MODEL__EPOCHS="40", STREAMAE_MODEL__PATIENCE="10",
         STREAMAE_WARMUP_SIZE=str(WARMUP), STREAMAE_BATCH__MAX_SIZE=str(BATCH),
         STREAMAE_THRESHOLD__MIN_SAMPLES="20")
     topic = env["STREAMAE_KAFKA__INPUT_TOPICS"]
@@ -107,7 +107,7 @@ def test_digits_other_classes_are_flagged(daemon_env, produce, read_topic, monke
     metrics = Metrics()
     daemon = Daemon(settings, build_consumer(settings.kafka, settings.batch.max_size),
                     build_producer(settings.kafka), metrics=metrics)
-    stats = daemon.run(max_messages=len(mixed), timeout_s=120)
+    stats = daemon.run(max_messages=len(mixed), timeout_s=300)
     assert stats.scored == len(messages) and stats.dead_letters == len(CORRUPT)
 
     # Offsets of the good images, in send order, map each score to its label.

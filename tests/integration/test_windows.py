@@ -1,0 +1,124 @@
+"""Windows end to end against the real broker: scalar readings per key, dense and conv1d.
+
+Four pumps send one scalar reading a second (a noisy sine, each with its own phase). The
+daemon builds sliding windows per key, cold-starts on the first ones and must flag the
+windows that hold a short spike injected into one pump. After the stream, two late
+readings (dropped by the default policy) and readings from six new keys (each evicting
+one, ``max_keys`` = 4) check that every message is accounted for in the metrics and
+that absorbed readings are committed like any other.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from sklearn.metrics import roc_auc_score
+
+from streamae.kafka_io import build_consumer, build_producer
+from streamae.metrics import Metrics
+from streamae.pipeline import Daemon
+from tests.integration.conftest import settings_from
+
+pytestmark = pytest.mark.integration
+
+KEYS = 4
+READINGS = 400  # per key
+LENGTH = 16  # STREAMAE_WINDOW__LENGTH
+WARMUP = 1000  # windows, about 265 readings per key
+SPIKE_KEY, SPIKE_AT, SPIKE_LEN = 2, 330, 3  # readings [330, 333) of pump-2 jump by 2.5
+TEST_FROM = 280  # readings before this may be in the cold start's (warm-up + a batch)
+LATE, EXTRA_KEYS = 2, 6
+T0 = 1_718_000_000_000
+
+
+def ts(i: int) -> int:
+    return T0 + i * 1000
+
+
+def pump_stream(seed: int = 0) -> list[tuple]:
+    """Round-robin readings of every pump, then late readings, then new keys."""
+    rng = np.random.default_rng(seed)
+    messages = []
+    for i in range(READINGS):
+        for k in range(KEYS):
+            value = np.sin(2 * np.pi * i / 25 + k) + 0.05 * rng.standard_normal()
+            if k == SPIKE_KEY and SPIKE_AT <= i < SPIKE_AT + SPIKE_LEN:
+                value += 2.5
+            messages.append((f"pump-{k}", {"key": f"pump-{k}", "ts": ts(i), "value": value}))
+    for k in range(LATE):  # older than the newest reading of their key
+        messages.append((f"pump-{k}", {"key": f"pump-{k}", "ts": ts(100), "value": 0.0}))
+    for n in range(EXTRA_KEYS):
+        messages.append((f"extra-{n}", {"key": f"extra-{n}", "ts": ts(READINGS), "value": 0.0}))
+    return messages
+
+
+def is_anomalous(end: int) -> bool:
+    """Whether the window of the readings (end - LENGTH, end] holds part of the spike."""
+    return end >= SPIKE_AT and end - LENGTH + 1 < SPIKE_AT + SPIKE_LEN
+
+
+def committed(env: dict[str, str]) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=env["STREAMAE_KAFKA__BOOTSTRAP_SERVERS"],
+                             group_id=env["STREAMAE_KAFKA__GROUP_ID"], enable_auto_commit=False)
+    offset = consumer.committed(TopicPartition(env["STREAMAE_KAFKA__INPUT_TOPICS"], 0))
+    consumer.close()
+    return offset or 0
+
+
+MODELS = {
+    "dense": {"STREAMAE_MODEL__HIDDEN_SIZES": "32,16", "STREAMAE_MODEL__LATENT_SIZE": "4"},
+    "conv1d": {"STREAMAE_MODEL__HIDDEN_SIZES": "32,16", "STREAMAE_MODEL__LATENT_SIZE": "8",
+               "STREAMAE_MODEL__NOISE_STD": "0", "STREAMAE_MODEL__MASK_PROBABILITY": "0"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_spike_in_one_pump_is_flagged(kind, daemon_env, produce, read_topic, monkeypatch):
+    env = daemon_env(
+        STREAMAE_INPUT__KIND="window", STREAMAE_WINDOW__LENGTH=str(LENGTH),
+        STREAMAE_WINDOW__MAX_KEYS=str(KEYS), STREAMAE_MODEL__KIND=kind,
+        STREAMAE_MODEL__EPOCHS="20", STREAMAE_WARMUP_SIZE=str(WARMUP),
+        STREAMAE_BATCH__MAX_SIZE="50", **MODELS[kind])
+    messages = pump_stream()
+    produce(env["STREAMAE_KAFKA__INPUT_TOPICS"], messages)
+    settings = settings_from(env, monkeypatch)
+    metrics = Metrics()
+    daemon = Daemon(settings, build_consumer(settings.kafka, settings.batch.max_size),
+                    build_producer(settings.kafka), metrics=metrics)
+    stats = daemon.run(max_messages=len(messages), timeout_s=300)
+    windows = KEYS * (READINGS - LENGTH + 1)
+    assert stats.scored == windows and stats.dead_letters == 0
+
+    # The record that completes a window reports it: offset -> (pump, last reading).
+    scores = [json.loads(r.value) for r in read_topic(env["STREAMAE_KAFKA__SCORES_TOPIC"],
+                                                      expect=windows)]
+    tested = [s for s in scores if s["offset"] // KEYS >= TEST_FROM]
+    labels = np.array([s["offset"] % KEYS == SPIKE_KEY and is_anomalous(s["offset"] // KEYS)
+                       for s in tested])
+    values = np.array([s["score"] for s in tested])
+    flags = np.array([s["anomaly"] for s in tested])
+    auc = roc_auc_score(labels, values)
+    recall, far = flags[labels].mean(), flags[~labels].mean()
+    print(f"windows {kind}: auc={auc:.4f} recall={recall:.3f} false_alarm_rate={far:.4f} "
+          f"anomalous={int(labels.sum())} normal={int((~labels).sum())}")
+    assert auc >= 0.95
+    assert recall >= 0.5 and far <= 0.02
+
+    events = [json.loads(r.value) for r in read_topic(env["STREAMAE_KAFKA__OUTPUT_TOPIC"],
+                                                       expect=stats.anomalies)]
+    spike = [e for e in events if e["key"] == f"pump-{SPIKE_KEY}"
+             and ts(SPIKE_AT) <= e["event_ts_ms"] < ts(SPIKE_AT + SPIKE_LEN + LENGTH - 1)]
+    assert spike, "no event for the spiked pump inside the spike's windows"
+    event = spike[0]
+    assert event["model_kind"] == kind
+    assert event["window"] == {"length": LENGTH, "end_ts": event["event_ts_ms"]}
+    assert event["features"][0]["feature"] == 0 and len(event["features"]) == 1
+
+    registry = metrics.registry
+    assert registry.get_sample_value("streamae_windows_evicted_keys_total") == EXTRA_KEYS
+    assert registry.get_sample_value("streamae_late_readings_total",
+                                     {"policy": "drop"}) == LATE
+    assert committed(env) == len(messages), "absorbed and late readings must be committed"

@@ -1,0 +1,114 @@
+"""alerts.explain and build_event: what an operator reads for vectors, windows and images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamae.alerts import IMAGE_PATCH, build_event, explain
+from streamae.intake import Sample
+from streamae.messages import ANOMALY_SCHEMA, encode_json
+from streamae.windows import Window
+
+
+@dataclass
+class Record:
+    topic: str = "in"
+    partition: int = 2
+    offset: int = 41
+    key: bytes | None = b"pump-7"
+    timestamp: int = 1_000
+
+
+def sample(values: np.ndarray, names=None, window=None) -> Sample:
+    return Sample(Record(), values, "pump-7", 1_718_000_000_000, names, window)
+
+
+def test_vector_names_the_worst_features_with_direction():
+    values = np.array([1.0, 5.0, -3.0, 0.0], np.float32)
+    recon = np.array([1.0, 2.0, 0.0, 0.1], np.float32)
+    z = np.array([0.1, 9.0, 4.0, 0.2], np.float32)
+    parts = explain(sample(values, ("a", "b", "c", "d")), values, recon, z, 2, True)
+    assert set(parts) == {"features"}  # no heat map for vectors even when enabled
+    first, second = parts["features"]
+    assert first == {"feature": "b", "actual": 5.0, "reconstructed": 2.0, "direction": "high",
+                     "z": 9.0}
+    assert (second["feature"], second["direction"]) == ("c", "low")
+
+
+def test_vector_without_names_uses_indices():
+    values = np.zeros(3, np.float32)
+    parts = explain(sample(values), values, values, np.array([0.0, 0.0, 5.0]), 1, False)
+    assert parts["features"][0]["feature"] == 2
+
+
+def test_window_averages_z_over_time_and_reports_the_latest_reading():
+    length, dims = 5, 3
+    values = np.arange(length * dims, dtype=np.float32).reshape(length, dims)
+    recon = values - 1.0
+    z = np.zeros((length, dims), np.float32)
+    z[:, 2] = 1.0
+    z[-1, 0] = 4.0  # one hot step (mean 0.8) loses to a steady deviation (mean 1.0)
+    window = Window("pump-7", 1_718_000_000_000, values)
+    parts = explain(sample(values, ("x", "y", "w"), window), values, recon, z, 2, True)
+    assert parts["window"] == {"length": length, "end_ts": 1_718_000_000_000}
+    top, runner_up = parts["features"]
+    assert (top["feature"], top["z"]) == ("w", 1.0)
+    assert (top["actual"], top["reconstructed"]) == (14.0, 13.0)  # last row
+    assert runner_up["feature"] == "x" and np.isclose(runner_up["z"], 0.8)
+    assert "regions" not in parts and "heatmap" not in parts
+
+
+def hot_image(channels: int = 1, size: int = 16, row: int = 8, col: int = 4) -> np.ndarray:
+    z = np.zeros((channels, size, size), np.float32)
+    z[:, row:row + IMAGE_PATCH, col:col + IMAGE_PATCH] = 10.0
+    z[:, 0, size - 1] = 3.0  # a lone warm pixel elsewhere
+    return z
+
+
+def test_image_names_the_worst_regions_and_carries_a_heatmap():
+    values = np.zeros((1, 16, 16), np.float32)
+    parts = explain(sample(values), values, values, hot_image(), 3, True)
+    regions = parts["regions"]
+    assert len(regions) == 3 and "features" not in parts
+    assert regions[0] == {"row": 8, "col": 4, "height": IMAGE_PATCH, "width": IMAGE_PATCH,
+                          "z": 10.0}
+    for a in regions:  # reported regions never overlap
+        for b in regions:
+            if a is not b:
+                assert abs(a["row"] - b["row"]) >= 4 or abs(a["col"] - b["col"]) >= 4
+    assert all(r["z"] <= regions[0]["z"] for r in regions)
+    heat = np.asarray(parts["heatmap"])
+    assert heat.shape == (8, 8)  # 16x16 pooled 2x2
+    assert np.unravel_index(heat.argmax(), heat.shape) == (4, 2)
+
+
+def test_rgb_image_regions_pool_channels_and_heatmap_can_be_off():
+    values = np.zeros((3, 8, 8), np.float32)
+    z = hot_image(3, 8, row=2, col=3)
+    parts = explain(sample(values), values, values, z, 1, False)
+    assert set(parts) == {"regions"}
+    assert (parts["regions"][0]["row"], parts["regions"][0]["col"]) == (2, 3)
+
+
+def test_small_image_heatmap_is_its_own_size():
+    values = np.zeros((1, 4, 6), np.float32)
+    z = np.ones((1, 4, 6), np.float32)
+    parts = explain(sample(values), values, values, z, 1, True)
+    assert np.asarray(parts["heatmap"]).shape == (4, 6)
+
+
+def test_build_event_is_valid_json_with_the_explanation():
+    values = np.zeros((1, 8, 8), np.float32)
+    parts = explain(sample(values), values, values, hot_image(size=8, row=0, col=0), 2, True)
+    event = build_event(sample(values), score=12.0, threshold=4.0, method="quantile",
+                        kind="conv", version=3, detected_ms=1_718_000_000_500,
+                        explanation=parts)
+    decoded = json.loads(encode_json(event))
+    assert decoded["schema"] == ANOMALY_SCHEMA
+    assert (decoded["topic"], decoded["partition"], decoded["offset"]) == ("in", 2, 41)
+    assert decoded["key"] == "pump-7" and decoded["score_ratio"] == 3.0
+    assert decoded["model_kind"] == "conv" and decoded["model_version"] == 3
+    assert decoded["regions"][0]["row"] == 0 and len(decoded["heatmap"]) == 8

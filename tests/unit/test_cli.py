@@ -1,0 +1,159 @@
+"""``streamae encode`` and ``streamae sample`` through ``cli.main``, on real checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamae.checkpoints import save_checkpoint
+from streamae.cli import main
+from streamae.latents import LATENT_SCHEMA, windows_of
+from streamae.training import TrainConfig, fit
+
+FEATURES = ["a", "b", "c", "d", "e", "f"]
+ROWS, LATENT = 300, 3
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """``main`` configures the root logger; give pytest's handlers back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Path:
+    """Six correlated features driven by two factors, plus a text column to ignore."""
+    rng = np.random.default_rng(0)
+    factors = rng.standard_normal((ROWS, 2))
+    values = factors @ rng.standard_normal((2, 6)) + 0.05 * rng.standard_normal((ROWS, 6))
+    path = tmp_path / "data.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", *FEATURES])
+        writer.writerows([f"t{i}", *map(float, row)] for i, row in enumerate(values))
+    return path
+
+
+@pytest.fixture
+def streamae(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., int]:
+    """Run ``streamae ARGS`` in process with a tiny, fast model configuration."""
+    env = {"STREAMAE_DEVICE": "cpu", "STREAMAE_MODEL__EPOCHS": "3",
+           "STREAMAE_MODEL__HIDDEN_SIZES": "16", "STREAMAE_MODEL__LATENT_SIZE": str(LATENT),
+           "STREAMAE_CHECKPOINTS__DIRECTORY": str(tmp_path / "ck"),
+           "STREAMAE_THRESHOLD__MIN_SAMPLES": "10", "STREAMAE_LOG_LEVEL": "WARNING"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    def run(*args: str, **extra: str) -> int:
+        for name, value in extra.items():
+            monkeypatch.setenv(name, value)
+        return main([str(a) for a in args])
+
+    return run
+
+
+def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    return header, np.array(rows, dtype=np.float64)
+
+
+def test_encode_and_sample_a_trained_vae(streamae, table, tmp_path):
+    assert streamae("train", "--csv", table, STREAMAE_MODEL__KIND="vae") == 0
+    assert streamae("encode", "--input", table, "--out", tmp_path / "z.npy") == 0
+    latents = np.load(tmp_path / "z.npy")
+    assert latents.shape == (ROWS, LATENT) and np.all(np.isfinite(latents))
+
+    assert streamae("encode", "--input", table, "--out", tmp_path / "z.csv") == 0
+    header, rows = read_csv(tmp_path / "z.csv")
+    assert header == ["z0", "z1", "z2"]
+    np.testing.assert_allclose(rows, latents, rtol=1e-4, atol=1e-5)
+
+    assert streamae("sample", "--n", "50", "--out", tmp_path / "s.npy", "--seed", "1") == 0
+    drawn = np.load(tmp_path / "s.npy")
+    assert drawn.shape == (50, len(FEATURES)) and np.all(np.isfinite(drawn))
+    assert streamae("sample", "--n", "50", "--out", tmp_path / "s.csv", "--seed", "1") == 0
+    header, rows = read_csv(tmp_path / "s.csv")
+    assert header == FEATURES and rows.shape == (50, len(FEATURES))
+    np.testing.assert_allclose(rows, drawn, rtol=1e-4, atol=1e-4)  # same seed, same draws
+    assert streamae("sample", "--n", "50", "--out", tmp_path / "t.npy", "--seed", "2") == 0
+    assert not np.allclose(np.load(tmp_path / "t.npy"), drawn)
+
+
+def test_sample_refuses_a_model_that_is_not_variational(streamae, table, tmp_path):
+    assert streamae("train", "--csv", table, STREAMAE_MODEL__KIND="dense") == 0
+    assert streamae("sample", "--out", tmp_path / "s.npy") == 1
+    assert not (tmp_path / "s.npy").exists()
+
+
+def test_encode_needs_a_checkpoint_and_a_destination(streamae, table, tmp_path):
+    assert streamae("encode", "--input", table, "--out", tmp_path / "z.npy") == 1  # none yet
+    assert streamae("train", "--csv", table) == 0
+    assert streamae("encode", "--input", table) == 1  # neither --out nor a topic
+
+
+def save_fitted(directory: Path, data: np.ndarray, kind: str, **args: object) -> None:
+    config = TrainConfig(epochs=2, batch_size=32)
+    detector = fit(data, kind, {"hidden_sizes": (8,), "latent_size": LATENT, **args}, config,
+                   device="cpu")
+    save_checkpoint(directory, detector, threshold_state={"method": "static", "value": 3.0},
+                    metadata={"origin": "test", "features": FEATURES})
+
+
+def test_encode_builds_windows_from_csv_rows_for_a_window_model(streamae, table, tmp_path):
+    rows = np.loadtxt(table, delimiter=",", skiprows=1, usecols=range(1, 7), dtype=np.float32)
+    save_fitted(tmp_path / "ck", windows_of(rows, 8), "conv1d")
+    assert streamae("encode", "--input", table, "--stride", "2",
+                    "--out", tmp_path / "z.npy") == 0
+    assert np.load(tmp_path / "z.npy").shape == ((ROWS - 8) // 2 + 1, LATENT)
+
+
+def test_encode_reads_npy_images(streamae, tmp_path):
+    images = np.random.default_rng(1).random((40, 8, 8)).astype(np.float32)
+    save_fitted(tmp_path / "ck", images[:, None], "conv", noise_std=0.0,
+                mask_probability=0.0)
+    np.save(tmp_path / "images.npy", images)  # (N, H, W): the grey channel is implied
+    assert streamae("encode", "--input", tmp_path / "images.npy",
+                    "--out", tmp_path / "z.npy") == 0
+    assert np.load(tmp_path / "z.npy").shape == (40, LATENT)
+    np.save(tmp_path / "wrong.npy", images[:, :4])
+    assert streamae("encode", "--input", tmp_path / "wrong.npy",
+                    "--out", tmp_path / "z.npy") == 1
+
+
+def test_windows_of_matches_the_daemon_window_builder():
+    from streamae.windows import WindowBuilder
+
+    rows = np.arange(30, dtype=np.float32).reshape(10, 3)
+    builder = WindowBuilder(4, stride=3)
+    built = [w.values for row in rows for w in builder.push("k", None, row)]
+    np.testing.assert_array_equal(windows_of(rows, 4, 3), np.stack(built))
+
+
+@pytest.mark.integration
+def test_encode_publishes_to_the_latent_topic(streamae, table, kafka_bootstrap, make_topic):
+    from kafka import KafkaConsumer
+
+    topic = make_topic("latents")
+    assert streamae("train", "--csv", table) == 0
+    assert streamae("encode", "--input", table, "--to-topic",
+                    STREAMAE_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap,
+                    STREAMAE_KAFKA__LATENT_TOPIC=topic) == 0
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=None,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    records = [json.loads(r.value) for r in consumer]
+    consumer.close()
+    assert len(records) == ROWS
+    assert [r["row"] for r in records] == list(range(ROWS))
+    assert records[0]["schema"] == LATENT_SCHEMA and len(records[0]["latent"]) == LATENT
+    assert records[0]["model_version"] == 1 and records[0]["model_kind"] == "dense"
