@@ -64,8 +64,7 @@ class ModelPublisher:
         self.max_bytes = max_bytes
         try:
             self.producer = KafkaProducer(**security_config(kafka), acks="all",
-                                          max_request_size=max_bytes,
-                                          buffer_memory=max(2 * max_bytes, 33_554_432))
+                                          max_request_size=max_bytes)
         except KafkaError as exc:
             raise InfrastructureError(f"cannot connect model producer: {exc}") from exc
 

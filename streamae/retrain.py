@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 
 from streamae.buffer import ReplayBuffer
-from streamae.checkpoints import checkpoint_to_bytes, save_checkpoint
+from streamae.checkpoints import checkpoint_from_bytes, checkpoint_to_bytes, save_checkpoint
 from streamae.live import LiveModel, ModelSlot, train_detector
 from streamae.metrics import Metrics
 from streamae.scoring import Scorer, resolve_device
@@ -126,6 +128,57 @@ def gate_limit(threshold_value: float | None, gate: float) -> float | None:
     return threshold_value * gate if threshold_value > 0 else threshold_value
 
 
+# -- training in a worker process: its own GIL and torch threads ---------------------------
+_worker_stop: threading.Event | None = None
+WORKER_NICENESS = 10  # below the scoring loop's priority; training may take longer
+
+
+def _init_worker(stop: threading.Event, threads: int) -> None:
+    """Nice the worker: on a busy node the scheduler then favours the scoring loop."""
+    global _worker_stop
+    _worker_stop = stop
+    torch.set_num_threads(threads)
+    os.nice(WORKER_NICENESS)
+
+
+def _train_in_worker(data: np.ndarray, model: ModelSettings, device: str,
+                     normalisation: str) -> bytes:
+    """Runs in the worker; the detector comes back as a checkpoint blob (no pickled code)."""
+    detector = train_detector(data, model, device, None, _worker_stop, normalisation)
+    return checkpoint_to_bytes(detector, {}, {}, 0)
+
+
+class ProcessTrainer:
+    """``train_detector`` in a long-lived spawned process. On CPU a training thread would
+    share the GIL with the scoring loop and slow it several-fold; a process does not."""
+
+    def __init__(self, model: ModelSettings, device: str, threads: int,
+                 normalisation: str = "robust_z") -> None:
+        self.model, self.device, self.normalisation = model, device, normalisation
+        context = multiprocessing.get_context("spawn")
+        self.stop = context.Event()
+        self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker,
+                                         initargs=(self.stop, threads))
+
+    def warm(self) -> None:
+        """Start the worker and pay torch's first-use costs now, not in the first retrain."""
+        self._pool.submit(_train_in_worker, np.zeros((8, 2), np.float32),
+                          self.model.model_copy(update={"epochs": 1}), "cpu",
+                          self.normalisation).result()
+
+    def __call__(self, data: np.ndarray, stop: threading.Event) -> Detector:
+        future = self._pool.submit(_train_in_worker, data, self.model, self.device,
+                                   self.normalisation)
+        while not future.done():
+            if stop.wait(0.2):
+                self.stop.set()
+        return checkpoint_from_bytes(future.result(), self.device).detector
+
+    def close(self) -> None:
+        self.stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class _Watch:
     """A promotion under observation: rates before and after it."""
@@ -148,7 +201,6 @@ class Retrainer:
         self.threshold_settings, self.checkpoints = threshold, checkpoints
         self.device, self.slot, self.metrics = device, slot, metrics
         self.publish, self.max_batch, self.clock = publish, max_batch, clock
-        self.train = train if train is not None else self._train_default
         self.buffer = ReplayBuffer(settings.buffer_max_windows, settings.buffer_max_bytes,
                                    settings.flagged_windows)
         self.recent = ReplayBuffer(settings.calibration_windows,
@@ -162,6 +214,12 @@ class Retrainer:
         self._last = clock()
         self._published: set[int] = set()
         self.outcomes: list[str] = []  # every finished job's outcome, oldest first
+        self._process: ProcessTrainer | None = None
+        if train is None and settings.enabled and _executor(settings, device) == "process":
+            self._process = ProcessTrainer(model, device, settings.train_threads,
+                                           threshold.normalisation)
+            self._job = self._executor.submit(self._process.warm)  # busy until warm
+        self.train = train or self._process or self._train_default
 
     # -- the loop thread --------------------------------------------------------------
     def observe(self, live: LiveModel, values: np.ndarray, scores: np.ndarray,
@@ -200,6 +258,8 @@ class Retrainer:
         """Stop a training in flight at its next batch and wait for the worker."""
         self.stop.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._process is not None:
+            self._process.close()
 
     def _add(self, add: Callable[[np.ndarray], None], items: np.ndarray) -> None:
         if len(items) == 0:
@@ -355,4 +415,12 @@ class Retrainer:
             log.exception("event=model_publish_failed version=%d error=%r", version, exc)
 
     def _train_default(self, data: np.ndarray, stop: threading.Event) -> Detector:
-        return train_detector(data, self.model_settings, self.device, None, stop)
+        return train_detector(data, self.model_settings, self.device, None, stop,
+                              self.threshold_settings.normalisation)
+
+
+def _executor(settings: RetrainSettings, device: str) -> str:
+    """"auto": a thread on CUDA (its own stream), a process on CPU (its own GIL)."""
+    if settings.executor != "auto":
+        return settings.executor
+    return "thread" if resolve_device(device).type == "cuda" else "process"

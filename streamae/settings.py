@@ -100,7 +100,7 @@ class ModelSettings(Section):
     mask_probability: float = Field(0.1, ge=0, lt=1)  # denoising: masking corruption
     beta: float = Field(1.0, ge=0)  # vae: weight of the KL term
     variational: bool = False  # conv / conv1d: a variational latent (dense: use kind vae)
-    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    validation_fraction: float = Field(0.3, gt=0, lt=1)  # also calibrates the threshold
     patience: int = Field(5, ge=1)  # early stop after this many epochs without progress
     seed: int = 0
 
@@ -139,6 +139,11 @@ class RetrainSettings(Section):
     flagged_recall: float = Field(0.5, ge=0, le=1)  # share of the champion's hits to keep
     calibration_windows: int = Field(5_000, ge=100)  # recent normal windows for the threshold
     model_max_bytes: int = Field(64 * 1024 * 1024, ge=1_048_576)  # model topic message limit
+    # Where training runs: "process" (a worker process with its own GIL and torch threads,
+    # so CPU scoring keeps its pace), "thread" (in process, on its own CUDA stream on a GPU);
+    # "auto" picks thread on CUDA, process on CPU.
+    executor: Literal["auto", "thread", "process"] = "auto"
+    train_threads: int = Field(1, ge=1, le=256)  # torch threads of the training process
 
 
 class CheckpointSettings(Section):

@@ -66,7 +66,7 @@ class Harness:
 
     def __init__(self, tmp_path, champion_detector, train=None, clock=None, **retrain):
         defaults = {"every_windows": 300, "min_windows": 100, "rollback_window": 200,
-                    "calibration_windows": 1_000}
+                    "calibration_windows": 1_000, "executor": "thread"}
         self.settings = RetrainSettings(**{**defaults, **retrain})
         self.metrics = Metrics(CollectorRegistry())
         self.slot = ModelSlot()
@@ -279,3 +279,17 @@ def test_close_stops_a_long_training(tmp_path, champion_detector):
     assert started.wait(10)
     h.close()  # returns promptly: the stop event ends the job
     assert h.slot.live.version == 1
+
+
+def test_process_trainer_returns_an_equivalent_detector():
+    """Training in a spawned worker (the CPU default) brings the detector back intact."""
+    from streamae.retrain import ProcessTrainer
+
+    trainer = ProcessTrainer(MODEL, "cpu", threads=1)
+    try:
+        detector = trainer(normal(300, seed=3), threading.Event())
+    finally:
+        trainer.close()
+    scores = Scorer(detector, "cpu").score(normal(50, seed=4)).scores
+    assert detector.model.kind == "dense" and np.all(np.isfinite(scores))
+    assert detector.val_loss < 1.0
