@@ -59,6 +59,18 @@ def unavailable(reason: str) -> None:
     pytest.skip(f"no Kafka broker: {reason}")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """The daemon's default (STREAMAE_TORCH_THREADS=1): tiny models only lose from more
+    intra-op threads, badly so on a loaded 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The bootstrap address of a real Apache Kafka broker for this test session."""

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from streamae.checkpoints import (
     checkpoint_from_bytes,
@@ -18,16 +17,6 @@ from streamae.checkpoints import (
 from streamae.exceptions import CheckpointError
 from streamae.scoring import Scorer
 from streamae.training import Detector, TrainConfig, fit
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add spin-wait, badly so on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 THRESHOLD = {"method": "spot", "level": 3.5, "history": [1.0, 2.0]}
 

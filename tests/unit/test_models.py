@@ -8,16 +8,6 @@ import torch
 from streamae.exceptions import ModelError
 from streamae.models import KINDS, AutoEncoder, build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add spin-wait, badly so on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SHAPES = {
     "dense": (6,),
     "denoising": (5, 3),

@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 from prometheus_client import CollectorRegistry
 
 from streamae.checkpoints import checkpoint_from_bytes, load_latest, save_checkpoint
@@ -42,17 +41,8 @@ def anomalous(n: int, seed: int = 1) -> np.ndarray:
     return data
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add spin-wait, badly so on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def champion_detector(_one_thread):
+def champion_detector():
     return train_detector(normal(300, seed=11), MODEL, "cpu")
 
 

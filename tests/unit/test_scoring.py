@@ -18,16 +18,6 @@ from streamae.scoring import (
 )
 from streamae.training import Detector, TrainConfig, fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add spin-wait, badly so on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SMALL = {"hidden_sizes": [16, 8], "latent_size": 2}
 
 

@@ -6,21 +6,10 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from streamae.exceptions import ModelError
 from streamae.scoring import Scorer
 from streamae.training import Scaler, TrainConfig, fit
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add spin-wait, badly so on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 SMALL = {"hidden_sizes": [32, 16], "latent_size": 3}
 
