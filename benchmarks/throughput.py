@@ -11,7 +11,6 @@ the baseline run before and after the daemon, and scoring-only vectors/s by batc
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -22,28 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_broker import bench_broker
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from streamae.checkpoints import save_checkpoint
 from streamae.demo import DemoStream
 from streamae.kafka_io import build_consumer, build_producer
-from streamae.live import calibrated_threshold, train_detector
+from streamae.live import ModelSlot, calibrated_threshold, load_live, train_detector
 from streamae.pipeline import Daemon
 from streamae.scoring import Scorer
 from streamae.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def broker(data: Path) -> tuple[str, object | None]:
-    if address := os.environ.get("STREAMAE_BENCH_BOOTSTRAP"):
-        return address, None
-    spec = importlib.util.spec_from_file_location("local_kafka", ROOT / "scripts/local_kafka.py")
-    local_kafka = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(local_kafka)
-    local_kafka.start(19392, data)
-    return "127.0.0.1:19392", local_kafka
 
 
 def fill_topic(bootstrap: str, messages: list[bytes], keys: list[bytes]) -> str:
@@ -78,15 +68,6 @@ def bare_loop(bootstrap: str, topic: str, count: int) -> float:
     return count / elapsed
 
 
-def daemon_run(settings: Settings, count: int) -> float:
-    daemon = Daemon(settings, build_consumer(settings.kafka, settings.batch.max_size),
-                    build_producer(settings.kafka))
-    first: list[float] = []
-    daemon.scored_hooks.append(lambda *_: first or first.append(time.perf_counter()))
-    daemon.run(max_messages=count, timeout_s=600)
-    return count / (time.perf_counter() - first[0])
-
-
 def bench_settings(bootstrap: str, topic: str, checkpoints: Path, device: str) -> Settings:
     os.environ.update({
         "STREAMAE_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "STREAMAE_KAFKA__INPUT_TOPICS": topic,
@@ -118,8 +99,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="streamae-bench-"))
-    bootstrap, local = broker(work / "kafka")
-    try:
+    with bench_broker(work / "kafka", 19392) as bootstrap:
         readings = DemoStream(seed=1).take(args.messages)
         messages = [json.dumps(r.as_message()).encode() for r in readings]
         keys = [r.key.encode() for r in readings]
@@ -130,12 +110,8 @@ def main() -> int:
         threshold = calibrated_threshold(settings.threshold, detector)
         save_checkpoint(settings.checkpoints.directory, detector,
                         threshold_state=threshold.state(), metadata={"origin": "bench"})
-        from streamae.live import load_live
-
         slot_live = load_live(settings.checkpoints.directory, args.device, 256)
         before = bare_loop(bootstrap, topic, args.messages)
-        from streamae.live import ModelSlot
-
         slot = ModelSlot()
         slot.swap(slot_live)
         daemon = Daemon(settings, build_consumer(settings.kafka, settings.batch.max_size),
@@ -154,9 +130,6 @@ def main() -> int:
         print("scoring only (dense, 8 features):")
         for size, rate in scoring_only(slot_live.scorer, data):
             print(f"  batch {size:>5}: {rate:>12,.0f} vectors/s")
-    finally:
-        if local is not None:
-            local.stop(work / "kafka")
     return 0
 
 

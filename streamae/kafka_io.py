@@ -145,8 +145,11 @@ class OffsetTracker:
             self._partitions.setdefault(tp, _PartitionState()).pending.add(record.offset)
 
     def done(self, records: Iterable[Record]) -> None:
+        """Mark records done; records of partitions forgotten since (revoked) are skipped."""
         for record in records:
-            state = self._partitions[TopicPartition(record.topic, record.partition)]
+            state = self._partitions.get(TopicPartition(record.topic, record.partition))
+            if state is None:
+                continue
             state.pending.discard(record.offset)
             state.highest_done = max(state.highest_done, record.offset)
 

@@ -270,8 +270,14 @@ class _Rebalance(ConsumerRebalanceListener):
         self.daemon = daemon
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.daemon._deliver_and_commit()
-        self.daemon.tracker.forget(revoked)
+        daemon = self.daemon
+        daemon._deliver_and_commit()
+        daemon.tracker.forget(revoked)
+        daemon.cold_start.forget(revoked)
+        if daemon.decoding.windows is not None:
+            # Window context is rebuilt from the new owner's data: a key's readings may now
+            # come back from the committed offset and would otherwise count as late.
+            daemon.decoding.windows.clear()
         log.info("event=partitions_revoked count=%d", len(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:

@@ -36,6 +36,7 @@ class ColdStart:
         self._executor: ThreadPoolExecutor | None = None
         self._training: Future | None = None
         self._started = 0.0
+        self._trained_on = 0
 
     def admit(self, samples: list[Sample], consumer: Any, decoding: Decoding) -> list[Sample]:
         """Samples to score now: all of them once a model is live, else none (gathered)."""
@@ -54,6 +55,7 @@ class ColdStart:
         # Exactly the warm-up: a batch that crosses the line is scored, not trained on.
         warm = self.gathered[:self.settings.warmup_size]
         data = np.stack([s.values for s in warm]).astype(np.float32)
+        self._trained_on = len(warm)
         consumer.pause(*consumer.assignment())
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cold-start")
         self._started = time.monotonic()
@@ -74,7 +76,7 @@ class ColdStart:
             self._training = None
             consumer.resume(*consumer.paused())
         threshold = calibrated_threshold(self.settings.threshold, detector)
-        metadata = {"origin": "cold_start", "samples": len(self.gathered),
+        metadata = {"origin": "cold_start", "samples": self._trained_on,
                     "input_kind": self.settings.input.kind}
         version = save_checkpoint(self.settings.checkpoints.directory, detector,
                                   threshold_state=threshold.state(), metadata=metadata,
@@ -88,6 +90,15 @@ class ColdStart:
         log.info("event=model_ready origin=cold_start version=%d seconds=%.1f train_loss=%.4f "
                  "val_loss=%.4f threshold=%s", version, time.monotonic() - self._started,
                  detector.train_loss, detector.val_loss, threshold.value)
+
+    def forget(self, partitions: Any) -> None:
+        """Drop gathered samples of revoked partitions: their new owner scores them, and
+        if they come back here they are consumed again from the committed offset."""
+        if self._training is not None:
+            return  # already in the training data; scoring them again is at-least-once
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.gathered = [s for s in self.gathered
+                         if (s.record.topic, s.record.partition) not in revoked]
 
     def close(self) -> None:
         self._stop.set()

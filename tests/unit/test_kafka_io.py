@@ -44,6 +44,8 @@ def test_partitions_are_independent_and_forgotten_after_revocation():
     assert set(tracker.committable()) == {TopicPartition("t", 1)}
     tracker.forget([TopicPartition("t", 0)])
     assert tracker.pending_count == 0
+    tracker.done(records(0, 5))  # a record of a revoked partition finishing late
+    assert set(tracker.committable()) == {TopicPartition("t", 1)}
 
 
 def test_security_config_unwraps_secrets_only_for_the_client():

@@ -1,0 +1,330 @@
+"""SKAB (Skoltech Anomaly Benchmark) as the daemon sees it: files, protocol, metrics, replay.
+
+The data is GPL-3.0 and never part of the project: it is read from ``$STREAMAE_SKAB_DIR``
+or ``../shared/datasets/skab`` beside the repository. Per the published leaderboard each
+labelled file is one experiment: fit on its first ``FIT_ROWS`` rows, score the rest in
+order; rows are pooled over files into one point-wise confusion matrix (no point
+adjustment).
+
+For the daemon a file is a stream of JSON vector messages, one per row, in timestamp order
+on one key; ``STREAMAE_INPUT__KIND=window`` turns them into sliding windows and a window
+is reported under the row that completed it. ``warmup_windows`` is the number of windows
+the first ``FIT_ROWS`` rows make, so the cold start trains on exactly those. A row's
+verdict is that of the newest window ending at or before it (with stride 1, its own).
+
+:func:`replay` runs one file through the daemon's own parts without Kafka (the window
+builder, ``train_detector``, ``calibrated_threshold``, ``Scorer``, the threshold rule of
+``pipeline.Daemon._score``, optionally the ``Retrainer``), for tuning;
+``benchmarks/skab.py`` streams the same files through the real daemon and broker.
+Numpy only: no scikit-learn in the package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from streamae.settings import Settings, load_settings
+from streamae.thresholds import Threshold
+
+FIT_ROWS = 400
+SENSORS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
+           "Thermocouple", "Voltage", "Volume Flow RateRMS")
+GROUPS = ("valve1", "valve2", "other")
+DIR_ENV = "STREAMAE_SKAB_DIR"
+
+# The published outlier-detection leaderboard (SKAB README, commit b2c0d46): F1, FAR %, MAR %.
+PUBLISHED = (
+    ("Conv-AE", 0.78, 13.55, 28.02),
+    ("MSET", 0.78, 39.73, 14.13),
+    ("T-squared+Q (PCA)", 0.76, 26.62, 24.92),
+    ("LSTM-AE", 0.74, 29.96, 25.92),
+    ("T-squared", 0.66, 19.21, 42.60),
+    ("LSTM-VAE", 0.56, 9.13, 55.03),
+    ("Vanilla AE", 0.39, 2.59, 75.15),
+    ("Isolation forest", 0.29, 2.56, 82.89),
+)
+
+
+# -- the files -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SkabFile:
+    name: str  # e.g. "valve1/0.csv", also the stream's key
+    ts_ms: np.ndarray  # (N,) int64 epoch ms (the datetime column read as UTC)
+    values: np.ndarray  # (N, 8) float32, SENSORS order
+    labels: np.ndarray  # (N,) bool, the `anomaly` column
+
+    def messages(self) -> list[bytes]:
+        """One JSON vector message per row: ``{"key", "ts", "values": {sensor: value}}``."""
+        return [json.dumps({"key": self.name, "ts": int(ts),
+                            "values": dict(zip(SENSORS, map(float, row), strict=True))}).encode()
+                for ts, row in zip(self.ts_ms, self.values, strict=True)]
+
+
+def data_dir(repo_root: Path | None = None) -> Path | None:
+    """``$STREAMAE_SKAB_DIR``, else ``<repo>/../shared/datasets/skab``; None when absent."""
+    root = repo_root or Path(__file__).resolve().parents[1]
+    candidate = Path(os.environ.get(DIR_ENV) or root.parent / "shared/datasets/skab")
+    return candidate if (candidate / "valve1").is_dir() else None
+
+
+def labelled_files(directory: Path) -> list[str]:
+    """The labelled experiments (34 in SKAB), relative names in a stable order."""
+    names = [f"{group}/{p.name}" for group in GROUPS for p in (directory / group).glob("*.csv")]
+    return sorted(names, key=lambda n: (GROUPS.index(n.split("/")[0]), int(Path(n).stem)))
+
+
+def load(directory: Path, name: str) -> SkabFile:
+    """Read one semicolon-separated labelled file."""
+    with open(directory / name, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter=";"))
+    ts = np.array([datetime.strptime(r["datetime"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+                   .timestamp() * 1000 for r in rows], dtype=np.int64)
+    values = np.array([[float(r[s]) for s in SENSORS] for r in rows], dtype=np.float32)
+    labels = np.array([float(r["anomaly"]) > 0.5 for r in rows], dtype=bool)
+    return SkabFile(name, ts, values, labels)
+
+
+def warmup_windows(length: int, stride: int = 1, fit_rows: int = FIT_ROWS) -> int:
+    """Windows that end before row ``fit_rows``: what the cold start must train on."""
+    if fit_rows < length:
+        raise ValueError(f"window length {length} exceeds the {fit_rows} training rows")
+    return (fit_rows - length) // stride + 1
+
+
+# -- metrics ---------------------------------------------------------------------------
+@dataclass
+class Confusion:
+    """Point-wise confusion counts, pooled by ``add``."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def add(self, flags: np.ndarray, labels: np.ndarray) -> None:
+        flags, labels = np.asarray(flags, dtype=bool), np.asarray(labels, dtype=bool)
+        self.tp += int(np.sum(flags & labels))
+        self.fp += int(np.sum(flags & ~labels))
+        self.fn += int(np.sum(~flags & labels))
+        self.tn += int(np.sum(~flags & ~labels))
+
+    @property
+    def f1(self) -> float:
+        """SKAB's F1 = TP / (TP + (FP + FN) / 2)."""
+        denominator = self.tp + (self.fp + self.fn) / 2
+        return self.tp / denominator if denominator else 0.0
+
+    @property
+    def far(self) -> float:
+        """False alarm rate, % of normal rows flagged."""
+        return 100.0 * self.fp / max(1, self.fp + self.tn)
+
+    @property
+    def mar(self) -> float:
+        """Missed alarm rate, % of anomalous rows not flagged."""
+        return 100.0 * self.fn / max(1, self.fn + self.tp)
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: P(anomalous row scores above a normal one), ties half.
+
+    Mann-Whitney U from mid-ranks; NaN when one class is absent.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    # mid-ranks of tied runs (1-based)
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
+    ends = np.r_[starts[1:], len(s)]
+    mid = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(mid, ends - starts)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+@dataclass
+class FileResult:
+    """What the daemon said about one file, per row (rows that no window ended on carry
+    the previous window's verdict; rows before the first window are NaN / False)."""
+
+    name: str
+    labels: np.ndarray  # (N,) bool
+    scores: np.ndarray  # (N,) float, NaN where no window ended yet
+    flags: np.ndarray  # (N,) bool
+    retrains: list[str] = field(default_factory=list)  # retrainer outcomes, oldest first
+
+
+def per_row(n_rows: int, rows: Sequence[int], scores: Sequence[float],
+            flags: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Window verdicts keyed by their last row -> per-row arrays, carried forward."""
+    score_at = np.full(n_rows, np.nan)
+    flag_at = np.zeros(n_rows, dtype=bool)
+    seen = np.zeros(n_rows, dtype=bool)
+    score_at[list(rows)] = scores
+    flag_at[list(rows)] = flags
+    seen[list(rows)] = True
+    last = np.maximum.accumulate(np.where(seen, np.arange(n_rows), -1))
+    have = last >= 0
+    out_scores = np.full(n_rows, np.nan)
+    out_flags = np.zeros(n_rows, dtype=bool)
+    out_scores[have] = score_at[last[have]]
+    out_flags[have] = flag_at[last[have]]
+    return out_scores, out_flags
+
+
+@dataclass
+class Figure:
+    """One row of the table: pooled confusion and ROC AUC over the evaluated rows."""
+
+    name: str
+    confusion: Confusion
+    auc: float
+    files: int = 0
+    retrains: int = 0
+    promoted: int = 0
+
+
+def evaluate(name: str, results: Sequence[FileResult], fit_rows: int = FIT_ROWS) -> Figure:
+    """Pool rows ``fit_rows`` onwards of every file; unscored rows count as not flagged
+    (and lowest score), which cannot happen when warm-up ends before ``fit_rows``."""
+    confusion = Confusion()
+    scores, labels = [], []
+    for result in results:
+        flags, y = result.flags[fit_rows:], result.labels[fit_rows:]
+        confusion.add(flags, y)
+        s = result.scores[fit_rows:]
+        scores.append(np.where(np.isfinite(s), s, -np.inf))
+        labels.append(y)
+    auc = roc_auc(np.concatenate(scores), np.concatenate(labels)) if results else float("nan")
+    retrains = [o for r in results for o in r.retrains]
+    return Figure(name, confusion, auc, len(results), len(retrains), retrains.count("promoted"))
+
+
+def baselines(files: Sequence[SkabFile], fit_rows: int = FIT_ROWS) -> list[Figure]:
+    """Always-alarm and never-alarm over the same rows (their AUC is 0.5 by definition)."""
+    out = []
+    for name, flag in (("always alarm", True), ("never alarm", False)):
+        confusion = Confusion()
+        for f in files:
+            y = f.labels[fit_rows:]
+            confusion.add(np.full(len(y), flag), y)
+        out.append(Figure(name, confusion, 0.5, len(files)))
+    return out
+
+
+def table(figures: Sequence[Figure], published: bool = True) -> str:
+    """One markdown table: our figures, the baselines, then the published rows."""
+    lines = ["| detector | F1 | FAR % | MAR % | ROC AUC | files | retrains (promoted) |",
+             "|---|---|---|---|---|---|---|"]
+    for f in figures:
+        c = f.confusion
+        auc = "n/a" if not np.isfinite(f.auc) else f"{f.auc:.3f}"
+        retrains = f"{f.retrains} ({f.promoted})" if f.retrains else "-"
+        lines.append(f"| {f.name} | {c.f1:.3f} | {c.far:.2f} | {c.mar:.2f} | {auc} | "
+                     f"{f.files} | {retrains} |")
+    if published:
+        for name, f1, far, mar in PUBLISHED:
+            lines.append(f"| published: {name} | {f1:.2f} | {far:.2f} | {mar:.2f} | - | 34 | - |")
+    return "\n".join(lines)
+
+
+# -- settings from the environment ----------------------------------------------------
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``env`` applied (and every other STREAMAE_* removed) for a block,
+    so ``Settings()`` reads exactly the configuration the harness names."""
+    saved = dict(os.environ)
+    try:
+        for name in [n for n in os.environ if n.startswith("STREAMAE_") and n != DIR_ENV]:
+            del os.environ[name]
+        os.environ.update(env)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    with environment(env):
+        return load_settings()
+
+
+# -- the in-process replay -------------------------------------------------------------
+def apply_threshold(threshold: Threshold, scores: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """The rule of ``pipeline.Daemon._score``: classify, then learn the scores clipped to
+    the value in force. Returns (flags, value)."""
+    flags = threshold.classify(scores)
+    value = threshold.value
+    threshold.update(scores if value is None else np.minimum(scores, value))
+    return flags, value
+
+
+def replay(file: SkabFile, settings: Settings, retrain: bool = False) -> FileResult:
+    """One file through the daemon's parts in order, no broker: window, cold start on the
+    first ``settings.warmup_size`` windows, score them and then the rest in batches of
+    ``settings.batch.max_size``, threshold as the daemon does, optionally the retrainer
+    (waited for after each batch, as a 1 Hz stream would allow)."""
+    from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
+    from streamae.metrics import Metrics
+    from streamae.scoring import Scorer
+    from streamae.windows import WindowBuilder
+
+    w = settings.window
+    builder = WindowBuilder(w.length, w.stride, w.max_keys, w.late_policy)
+    windows, rows = [], []
+    for i, (ts, row) in enumerate(zip(file.ts_ms, file.values, strict=True)):
+        for built in builder.push(file.name, int(ts), row):
+            windows.append(built.values)
+            rows.append(i)
+    data = np.stack(windows).astype(np.float32)
+    warm = settings.warmup_size
+    detector = train_detector(data[:warm], settings.model, settings.device)
+    threshold = calibrated_threshold(settings.threshold, detector)
+    slot = ModelSlot()
+    slot.swap(LiveModel(Scorer(detector, settings.device, settings.batch.max_size),
+                        threshold, 1))
+    retrainer = None
+    if retrain:
+        from streamae.retrain import Retrainer
+
+        retrainer = Retrainer(settings.retrain, settings.model, settings.threshold,
+                              settings.checkpoints, settings.device, slot, Metrics(),
+                              max_batch=settings.batch.max_size)
+    bounds = [0, warm, *range(warm + settings.batch.max_size, len(data),
+                              settings.batch.max_size), len(data)]
+    scores, flags = [], []
+    try:
+        for start, end in itertools.pairwise(bounds):
+            if start >= end:
+                continue
+            live = slot.live
+            batch = data[start:end]
+            result = live.scorer.score(batch)
+            batch_flags, _ = apply_threshold(live.threshold, result.scores)
+            scores.append(result.scores)
+            flags.append(batch_flags)
+            if retrainer is not None:
+                retrainer.observe(live, batch, result.scores, batch_flags)
+                retrainer.wait()
+    finally:
+        if retrainer is not None:
+            retrainer.close()
+    row_scores, row_flags = per_row(len(file.labels), rows, np.concatenate(scores),
+                                    np.concatenate(flags))
+    return FileResult(file.name, file.labels, row_scores, row_flags,
+                      list(retrainer.outcomes) if retrainer is not None else [])

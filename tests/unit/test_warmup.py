@@ -1,0 +1,70 @@
+"""Cold start keeps only what this consumer still owns after a rebalance."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+from kafka import TopicPartition
+
+from streamae.checkpoints import load_latest
+from streamae.intake import Sample
+from streamae.live import ModelSlot
+from streamae.metrics import Metrics
+from streamae.settings import Settings
+from streamae.warmup import ColdStart
+
+Rec = namedtuple("Rec", "topic partition offset")
+
+
+def sample(partition, offset):
+    return Sample(Rec("in", partition, offset), np.zeros(3, np.float32), "k", None)
+
+
+class PausingConsumer:
+    def __init__(self):
+        self.paused_now = set()
+
+    def assignment(self):
+        return {TopicPartition("in", 0), TopicPartition("in", 1)}
+
+    def pause(self, *tps):
+        self.paused_now |= set(tps)
+
+    def paused(self):
+        return set(self.paused_now)
+
+    def resume(self, *tps):
+        self.paused_now -= set(tps)
+
+
+def test_revoked_partitions_leave_the_warm_up():
+    cold = ColdStart(Settings(warmup_size=100), ModelSlot(), Metrics())
+    ready = cold.admit([sample(0, 1), sample(1, 1), sample(1, 2)], PausingConsumer(), None)
+    assert ready == [] and len(cold.gathered) == 3
+    cold.forget([TopicPartition("in", 1)])
+    assert [(s.record.partition, s.record.offset) for s in cold.gathered] == [(0, 1)]
+
+
+def test_warm_up_trains_on_exactly_its_size_then_scores_everything_gathered(tmp_path):
+    settings = Settings(warmup_size=40, model={"epochs": 2}, device="cpu",
+                        checkpoints={"directory": tmp_path})
+    cold, consumer = ColdStart(settings, ModelSlot(), Metrics()), PausingConsumer()
+    rng = np.random.default_rng(0)
+    batch = [Sample(Rec("in", 0, i), rng.normal(size=3).astype(np.float32), "k", None)
+             for i in range(50)]
+
+    class Decoding:
+        def fix_shape(self, shape):
+            self.shape = shape
+
+    decoding = Decoding()
+    assert cold.admit(batch, consumer, decoding) == []
+    assert consumer.paused_now, "partitions are paused while the first model trains"
+    cold._training.result(timeout=60)
+    ready = cold.admit([], consumer, decoding)
+    assert len(ready) == 50 and not consumer.paused_now
+    assert decoding.shape == (3,)
+    assert cold.slot.live.version == 1
+    assert load_latest(tmp_path).metadata["samples"] == 40
+    cold.close()
