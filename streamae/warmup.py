@@ -39,11 +39,22 @@ class ColdStart:
         self._trained_on = 0
 
     def admit(self, samples: list[Sample], consumer: Any, decoding: Decoding) -> list[Sample]:
-        """Samples to score now: all of them once a model is live, else none (gathered)."""
-        if self.slot.live is not None and not self.gathered:
-            return samples
+        """Samples to score now: all of them once a model is live, else none (gathered).
+
+        A ``scorer`` never trains: it gathers up to the warm-up size, pauses, and scores
+        everything once the trainer's first model arrives on the model topic.
+        """
+        if self.slot.live is not None and self._training is None:
+            if not self.gathered:
+                return samples
+            consumer.resume(*consumer.paused())
+            ready, self.gathered = self.gathered + samples, []
+            return ready
         self.gathered.extend(samples)
-        if self._training is None and len(self.gathered) >= self.settings.warmup_size:
+        full = len(self.gathered) >= self.settings.warmup_size
+        if full and self.settings.role == "scorer":
+            consumer.pause(*consumer.assignment())  # wait for the model topic
+        elif full and self._training is None:
             self._begin(consumer)
         if self._training is not None and self._training.done():
             self._finish(consumer, decoding)

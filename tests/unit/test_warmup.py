@@ -68,3 +68,15 @@ def test_warm_up_trains_on_exactly_its_size_then_scores_everything_gathered(tmp_
     assert cold.slot.live.version == 1
     assert load_latest(tmp_path).metadata["samples"] == 40
     cold.close()
+
+
+def test_a_scorer_waits_for_the_trainers_model_instead_of_training(tmp_path):
+    settings = Settings(role="scorer", warmup_size=10, checkpoints={"directory": tmp_path})
+    slot, consumer = ModelSlot(), PausingConsumer()
+    cold = ColdStart(settings, slot, Metrics())
+    assert cold.admit([sample(0, i) for i in range(11)], consumer, None) == []
+    assert cold._training is None and consumer.paused_now == consumer.assignment()
+    slot.swap(object())  # a model arrived from the model topic
+    ready = cold.admit([sample(0, 11)], consumer, None)
+    assert [s.record.offset for s in ready] == list(range(12))
+    assert not consumer.paused_now
