@@ -42,6 +42,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # bench_broker, also when a test imports this
 
 from bench_broker import bench_broker  # noqa: E402
 

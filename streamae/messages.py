@@ -132,7 +132,7 @@ def check_size(value: bytes | None, max_bytes: int) -> bytes:
 def parse_json(value: bytes) -> Any:
     """Parse UTF-8 JSON; NaN/Infinity literals parse and are rejected later as non_finite."""
     try:
-        return json.loads(value.decode("utf-8"))
+        return json.loads(value)  # bytes: json detects UTF-8 without a decoded copy
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DecodeError(INVALID_JSON, str(exc)[:200]) from exc
 
@@ -175,6 +175,7 @@ def parse_key(body_key: Any, kafka_key: bytes | None) -> str | None:
 
 
 _JSON_NUMBERS = (int, float)  # exact types: a JSON true is a bool, not a number
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def to_float_array(items: Sequence[Any]) -> np.ndarray:
@@ -185,12 +186,13 @@ def to_float_array(items: Sequence[Any]) -> np.ndarray:
     if not all(type(item) in _JSON_NUMBERS for item in items):
         bad = next(item for item in items if type(item) not in _JSON_NUMBERS)
         raise DecodeError(NON_NUMERIC, f"value {str(bad)[:40]!r} is not a number")
-    try:
-        with np.errstate(over="ignore"):
-            array = np.array(items, dtype=np.float32)
-    except OverflowError as exc:
-        raise DecodeError(NON_FINITE, "value too large for a float") from exc
-    return check_finite(array)
+    # One comparison rejects NaN (compares false), ±Inf and what float32 cannot hold,
+    # before numpy sees it: cheaper than converting and checking the array.
+    if not all(-_F32_MAX <= item <= _F32_MAX for item in items):
+        bad = next(i for i, item in enumerate(items) if not -_F32_MAX <= item <= _F32_MAX)
+        raise DecodeError(NON_FINITE, f"value at index {bad} is NaN or infinite "
+                                      "(or beyond float32)")
+    return np.array(items, dtype=np.float32)
 
 
 def check_finite(array: np.ndarray) -> np.ndarray:
