@@ -24,6 +24,7 @@ from streamae.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 Record = ConsumerRecord
+METADATA_MAX_AGE_MS = 15_000
 
 
 def security_config(kafka: KafkaSettings) -> dict[str, object]:
@@ -58,6 +59,9 @@ def build_consumer(kafka: KafkaSettings, max_poll_records: int,
             max_poll_interval_ms=kafka.max_poll_interval_ms,
             session_timeout_ms=kafka.session_timeout_ms,
             heartbeat_interval_ms=min(3_000, kafka.session_timeout_ms // 3),
+            # kafka-python 3.0 may join a group with metadata that lacks a new topic and
+            # then wait a full metadata refresh (default 5 min) for its partitions.
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
     except KafkaError as exc:
         raise InfrastructureError(f"cannot connect consumer: {exc}") from exc
@@ -153,14 +157,18 @@ class OffsetTracker:
             state.pending.discard(record.offset)
             state.highest_done = max(state.highest_done, record.offset)
 
-    def committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        """``offset + 1`` per partition, never past the first offset still pending."""
+    def committable(self, again: bool = False) -> dict[TopicPartition, OffsetAndMetadata]:
+        """``offset + 1`` per partition, never past the first offset still pending.
+
+        ``again`` includes offsets already sent: an async commit may have been lost in a
+        rebalance, so the synchronous commit on revocation and shutdown repeats it.
+        """
         offsets = {}
         for tp, state in self._partitions.items():
             if state.highest_done < 0:
                 continue
             limit = min(state.pending) if state.pending else state.highest_done + 1
-            if limit > state.committed:
+            if limit > state.committed or (again and limit >= 0):
                 offsets[tp] = OffsetAndMetadata(limit, "", -1)
         return offsets
 
@@ -185,7 +193,7 @@ def commit(consumer: KafkaConsumer, tracker: OffsetTracker, wait: bool = True) -
     covered by the next one, at worst one more batch is redelivered after a crash);
     shutdown and rebalances wait.
     """
-    offsets = tracker.committable()
+    offsets = tracker.committable(again=wait)
     if not offsets:
         return 0
     try:

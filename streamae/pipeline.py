@@ -81,8 +81,12 @@ class Daemon:
         if live is not None:
             self.decoding.fix_shape(live.scorer.input_shape)
             self.metrics.set_model(live.kind, live.version)
-        self.consumer.subscribe(list(self.settings.kafka.input_topics),
-                                listener=_Rebalance(self))
+        topics = list(self.settings.kafka.input_topics)
+        for topic in topics:
+            # Fetch each topic's metadata before joining: kafka-python 3.0 may otherwise
+            # join with metadata that lacks the topic and be assigned nothing.
+            self.consumer.partitions_for_topic(topic)
+        self.consumer.subscribe(topics, listener=_Rebalance(self))
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
             while not self.stop_event.is_set():
@@ -264,16 +268,17 @@ class Daemon:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Commit what is done before partitions move, then forget them."""
+    """Bookkeeping only: kafka-python 3 runs these callbacks on its IO thread, where a
+    blocking call (flush, a synchronous commit) raises. Each turn of the loop already ends
+    with everything delivered and committed, so nothing done is lost on a rebalance;
+    samples still gathered for a cold start stay and are scored (at least once)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         daemon = self.daemon
-        daemon._deliver_and_commit()
         daemon.tracker.forget(revoked)
-        daemon.cold_start.forget(revoked)
         if daemon.decoding.windows is not None:
             # Window context is rebuilt from the new owner's data: a key's readings may now
             # come back from the committed offset and would otherwise count as late.

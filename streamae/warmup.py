@@ -102,15 +102,6 @@ class ColdStart:
                  "val_loss=%.4f threshold=%s", version, time.monotonic() - self._started,
                  detector.train_loss, detector.val_loss, threshold.value)
 
-    def forget(self, partitions: Any) -> None:
-        """Drop gathered samples of revoked partitions: their new owner scores them, and
-        if they come back here they are consumed again from the committed offset."""
-        if self._training is not None:
-            return  # already in the training data; scoring them again is at-least-once
-        revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self.gathered = [s for s in self.gathered
-                         if (s.record.topic, s.record.partition) not in revoked]
-
     def close(self) -> None:
         self._stop.set()
         if self._executor is not None:

@@ -57,3 +57,12 @@ def test_security_config_unwraps_secrets_only_for_the_client():
     assert config["sasl_plain_password"] == "p"
     assert config["sasl_mechanism"] == "SCRAM-SHA-512"
     assert "ssl_cafile" not in config
+
+
+def test_a_synchronous_commit_repeats_what_an_async_commit_may_have_lost():
+    tracker = OffsetTracker()
+    tracker.started(records(0, 0, 1))
+    tracker.done(records(0, 0, 1))
+    tracker.mark_committed(tracker.committable())
+    assert tracker.committable() == {}
+    assert tracker.committable(again=True)[TopicPartition("t", 0)].offset == 2

@@ -38,14 +38,6 @@ class PausingConsumer:
         self.paused_now -= set(tps)
 
 
-def test_revoked_partitions_leave_the_warm_up():
-    cold = ColdStart(Settings(warmup_size=100), ModelSlot(), Metrics())
-    ready = cold.admit([sample(0, 1), sample(1, 1), sample(1, 2)], PausingConsumer(), None)
-    assert ready == [] and len(cold.gathered) == 3
-    cold.forget([TopicPartition("in", 1)])
-    assert [(s.record.partition, s.record.offset) for s in cold.gathered] == [(0, 1)]
-
-
 def test_warm_up_trains_on_exactly_its_size_then_scores_everything_gathered(tmp_path):
     settings = Settings(warmup_size=40, model={"epochs": 2}, device="cpu",
                         checkpoints={"directory": tmp_path})
