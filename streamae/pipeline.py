@@ -82,10 +82,6 @@ class Daemon:
             self.decoding.fix_shape(live.scorer.input_shape)
             self.metrics.set_model(live.kind, live.version)
         topics = list(self.settings.kafka.input_topics)
-        for topic in topics:
-            # Fetch each topic's metadata before joining: kafka-python 3.0 may otherwise
-            # join with metadata that lacks the topic and be assigned nothing.
-            self.consumer.partitions_for_topic(topic)
         self.consumer.subscribe(topics, listener=_Rebalance(self))
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
