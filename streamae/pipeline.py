@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 60.0
 LAG_EVERY_S = 5.0
+REJOIN_AFTER_S = 20.0
 # Called after each scored batch with (live model, inputs, normalised scores, flags).
 ScoredHook = Callable[[LiveModel, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -73,6 +74,7 @@ class Daemon:
         self._scored_ts: list[int] = []
         self._lag_at = 0.0
         self._window_counts: dict[str, int] = {}
+        self._unassigned_since: float | None = None
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunStats:
@@ -127,12 +129,30 @@ class Daemon:
         batch = self.settings.batch
         records = poll_batch(self.consumer, batch.max_size, batch.max_wait_ms)
         self.broker_ok = bool(self.consumer.assignment())
+        self._rejoin_if_stuck()
         if records:
             self.tracker.started(records)
             self.stats.consumed += len(records)
             self.metrics.consumed.inc(len(records))
             self.metrics.batch_size.observe(len(records))
         return records
+
+    def _rejoin_if_stuck(self) -> None:
+        """kafka-python 3.0 can join with metadata lacking a new topic and then stay
+        unassigned; with nothing assigned there is nothing to lose by subscribing again."""
+        if self.broker_ok:
+            self._unassigned_since = None
+            return
+        now = time.monotonic()
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+        elif now - self._unassigned_since > REJOIN_AFTER_S:
+            log.warning("event=rejoining reason=no_partitions_assigned seconds=%.0f",
+                        now - self._unassigned_since)
+            self.consumer.unsubscribe()
+            self.consumer.subscribe(list(self.settings.kafka.input_topics),
+                                    listener=_Rebalance(self))
+            self._unassigned_since = now
 
     def _count_window_events(self) -> None:
         """Mirror the window builder's counters (evictions, late readings) into metrics."""
