@@ -20,10 +20,8 @@ The data (GPL-3.0) is read from ``$STREAMAE_SKAB_DIR`` or ``../shared/datasets/s
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -40,14 +38,13 @@ sys.path.insert(0, str(ROOT))
 from kafka import TopicPartition  # noqa: E402
 from kafka.consumer.fetcher import ConsumerRecord  # noqa: E402
 
+from streamae import skab  # noqa: E402
 from streamae.metrics import Metrics  # noqa: E402
 from streamae.pipeline import Daemon  # noqa: E402
 from streamae.retrain import Retrainer  # noqa: E402
 from streamae.settings import Settings  # noqa: E402
 
-FIT_ROWS = 400
-SENSORS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
-           "Thermocouple", "Voltage", "Volume Flow RateRMS")
+FIT_ROWS = skab.FIT_ROWS
 MODES = {"frozen": None, "gated": 0.8, "ungated": 1e9}
 # Small and frequent, so a file of ~1,000 rows sees several retrains.
 RETRAIN = {"every_windows": 150, "min_windows": 100, "rollback_window": 150,
@@ -56,27 +53,6 @@ RETRAIN = {"every_windows": 150, "min_windows": 100, "rollback_window": 150,
 MODEL = {"hidden_sizes": [32, 16], "latent_size": 3, "epochs": 40, "batch_size": 32,
          "learning_rate": 3e-3, "patience": 5}
 THRESHOLD = {"method": "quantile", "quantile": 0.99, "window": 2_000, "min_samples": 50}
-
-
-def skab_dir() -> Path | None:
-    """Where the data is: $STREAMAE_SKAB_DIR, else ../shared/datasets/skab; None if absent."""
-    candidate = Path(os.environ.get("STREAMAE_SKAB_DIR") or ROOT.parent / "shared/datasets/skab")
-    return candidate if (candidate / "valve1").is_dir() else None
-
-
-def labelled_files(directory: Path) -> list[Path]:
-    """The 34 labelled experiments, in a stable order."""
-    return sorted((p for sub in ("valve1", "valve2", "other") for p in (directory / sub).glob(
-        "*.csv")), key=lambda p: (p.parent.name, int(p.stem)))
-
-
-def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(values (N, 8) float32, anomaly labels (N,) bool) of one semicolon CSV."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter=";"))
-    values = np.array([[float(r[s]) for s in SENSORS] for r in rows], dtype=np.float32)
-    labels = np.array([float(r["anomaly"]) > 0.5 for r in rows])
-    return values, labels
 
 
 # -- in-memory Kafka clients: the daemon's code path, without a broker's latency ----------
@@ -163,7 +139,7 @@ def settings_for(mode: str, workdir: Path) -> Settings:
     return Settings(
         role="all", device="cpu", warmup_size=FIT_ROWS, metrics_port=0,
         kafka={"input_topics": ["skab"], "scores_topic": "scores"},
-        input={"kind": "vector", "dimension": len(SENSORS)},
+        input={"kind": "vector", "dimension": len(skab.SENSORS)},
         batch={"max_size": 10, "max_wait_ms": 0},
         model=MODEL, threshold=THRESHOLD,
         retrain={**RETRAIN, "enabled": gate is not None, "gate": gate or 0.8},
@@ -201,46 +177,29 @@ def run_file(values: np.ndarray, mode: str, workdir: Path) -> tuple[np.ndarray, 
 
 
 @dataclass
-class Tally:
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
+class Tally(skab.Confusion):
+    """SKAB's pooled confusion counts, plus how often the run retrained."""
+
     promoted: int = 0
     retrains: int = 0
 
-    def add(self, flags: np.ndarray, labels: np.ndarray, outcomes: list[str]) -> None:
-        flags, labels = flags[FIT_ROWS:], labels[FIT_ROWS:]
-        self.tp += int(np.sum(flags & labels))
-        self.fp += int(np.sum(flags & ~labels))
-        self.fn += int(np.sum(~flags & labels))
-        self.tn += int(np.sum(~flags & ~labels))
+    def record(self, file: skab.SkabFile, flags: np.ndarray, outcomes: list[str]) -> None:
+        self.add(flags[FIT_ROWS:], file.labels[FIT_ROWS:])
         self.promoted += outcomes.count("promoted")
         self.retrains += len(outcomes)
 
-    @property
-    def mar(self) -> float:
-        return 100.0 * self.fn / max(1, self.fn + self.tp)
 
-    @property
-    def far(self) -> float:
-        return 100.0 * self.fp / max(1, self.fp + self.tn)
-
-    @property
-    def f1(self) -> float:
-        return self.tp / max(1.0, self.tp + (self.fp + self.fn) / 2)
-
-
-def evaluate(files: list[Path], modes: tuple[str, ...] = tuple(MODES)) -> dict[str, Tally]:
-    """Pooled confusion counts per mode over ``files``."""
+def evaluate(directory: Path, names: list[str],
+             modes: tuple[str, ...] = tuple(MODES)) -> dict[str, Tally]:
+    """Pooled confusion counts per mode over the named files."""
     torch.set_num_threads(1)
     tallies = {mode: Tally() for mode in modes}
     with tempfile.TemporaryDirectory() as tmp:
-        for n, path in enumerate(files):
-            values, labels = load(path)
+        for n, name in enumerate(names):
+            file = skab.load(directory, name)
             for mode in modes:
-                flags, _, outcomes = run_file(values, mode, Path(tmp) / f"{n}")
-                tallies[mode].add(flags, labels, outcomes)
+                flags, _, outcomes = run_file(file.values, mode, Path(tmp) / f"{n}")
+                tallies[mode].record(file, flags, outcomes)
     return tallies
 
 
@@ -258,15 +217,14 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--files", default="", help="comma list relative to the data dir")
     args = parser.parse_args()
-    directory = args.dir or skab_dir()
+    directory = args.dir or skab.data_dir(ROOT)
     if directory is None:
         print("SKAB data not found: set STREAMAE_SKAB_DIR", file=sys.stderr)
         return 2
-    files = ([directory / f for f in args.files.split(",")] if args.files
-             else labelled_files(directory))
+    files = args.files.split(",") if args.files else skab.labelled_files(directory)
     logging.basicConfig(level=logging.WARNING)
     started = time.monotonic()
-    tallies = evaluate(files)
+    tallies = evaluate(directory, files)
     print(f"SKAB, {len(files)} files, fit on the first {FIT_ROWS} rows of each, "
           f"rows {FIT_ROWS}+ scored ({time.monotonic() - started:.0f} s)")
     print(table(tallies))

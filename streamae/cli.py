@@ -100,22 +100,16 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
-    from streamae.checkpoints import load_latest
-    from streamae.scoring import Scorer
+    from streamae.live import live_from_checkpoint
     from streamae.tables import read_table, write_table
 
-    checkpoint = load_latest(args.checkpoints or settings.checkpoints.directory,
-                             device=settings.device)
-    if checkpoint is None:
-        raise StreamaeError("no checkpoint found; run `streamae train` first")
+    checkpoint = _checkpoint(args, settings)
     columns = checkpoint.metadata.get("features") or args.columns
     table = read_table(args.csv, columns=columns, exclude=tuple(args.exclude))
-    from streamae.thresholds import threshold_from_state
-
-    threshold = threshold_from_state(checkpoint.threshold_state)
-    batch = Scorer(checkpoint.detector, settings.device).score(table.values)
-    flags = threshold.classify(batch.scores)
-    rows = [[i, round(float(s), 6), threshold.value, int(f)]
+    live = live_from_checkpoint(checkpoint, settings.device, settings.batch.max_size)
+    batch = live.scorer.score(table.values)
+    flags = live.threshold.classify(batch.scores)
+    rows = [[i, round(float(s), 6), live.threshold.value, int(f)]
             for i, (s, f) in enumerate(zip(batch.scores, flags, strict=True))]
     write_table(args.out, ["row", "score", "threshold", "anomaly"], rows)
     print(f"{len(rows)} rows scored, {int(np.sum(flags))} anomalies -> {args.out}")

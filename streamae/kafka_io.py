@@ -168,7 +168,7 @@ class OffsetTracker:
             if state.highest_done < 0:
                 continue
             limit = min(state.pending) if state.pending else state.highest_done + 1
-            if limit > state.committed or (again and limit >= 0):
+            if again or limit > state.committed:
                 offsets[tp] = OffsetAndMetadata(limit, "", -1)
         return offsets
 

@@ -23,12 +23,17 @@ ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-def load_local_kafka():
-    spec = importlib.util.spec_from_file_location("local_kafka", ROOT / "scripts/local_kafka.py")
+def load_script(name: str, relative: str):
+    """A script of the project (scripts/, benchmarks/) imported as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["local_kafka"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_local_kafka():
+    return load_script("local_kafka", "scripts/local_kafka.py")
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ sampling are written once here, so every kind scores the same way.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -50,9 +50,10 @@ def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
 class AutoEncoder(nn.Module):
     """Base of every model: plain arrays in, reconstructions and errors out.
 
-    Subclasses set ``kind``, ``input_shape``, ``latent_size``, ``variational``,
-    ``noise_std``, ``mask_probability`` and ``beta`` and implement ``encode_stats`` and
-    ``decode``. Inputs are already scaled (see ``training.Scaler``).
+    Subclasses call ``adopt(config, kind)``, which sets ``kind``, ``input_shape``,
+    ``latent_size``, ``variational``, ``noise_std``, ``mask_probability`` and ``beta`` from
+    their config, and implement ``encode_stats`` and ``decode``. Inputs are already scaled
+    (see ``training.Scaler``).
     """
 
     kind: str
@@ -62,6 +63,17 @@ class AutoEncoder(nn.Module):
     noise_std: float
     mask_probability: float
     beta: float
+
+    def adopt(self, config: Any, kind: str) -> None:
+        """Copy the options every model shares from its config (one place, not one each)."""
+        self.config = config
+        self.kind = kind
+        self.input_shape = tuple(config.input_shape)
+        self.latent_size = config.latent_size
+        self.variational = config.variational
+        self.noise_std = config.noise_std
+        self.mask_probability = config.mask_probability
+        self.beta = config.beta
 
     # -- what subclasses provide ---------------------------------------------------------
 

@@ -44,14 +44,7 @@ class _ConvNet(AutoEncoder):
 
     def __init__(self, config: ConvConfig, kind: str, channels_first_shape: tuple[int, ...]):
         super().__init__()
-        self.config = config
-        self.kind = kind
-        self.input_shape = tuple(config.input_shape)
-        self.latent_size = config.latent_size
-        self.variational = config.variational
-        self.noise_std = config.noise_std
-        self.mask_probability = config.mask_probability
-        self.beta = config.beta
+        self.adopt(config, kind)
         in_channels, *spatial = channels_first_shape
         conv, deconv, pool = _LAYERS[len(spatial)]
         stages = list(config.channels)

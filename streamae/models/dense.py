@@ -42,14 +42,7 @@ class DenseAutoEncoder(AutoEncoder):
 
     def __init__(self, config: DenseConfig, kind: str = "dense") -> None:
         super().__init__()
-        self.config = config
-        self.kind = kind
-        self.input_shape = tuple(config.input_shape)
-        self.latent_size = config.latent_size
-        self.variational = config.variational
-        self.noise_std = config.noise_std
-        self.mask_probability = config.mask_probability
-        self.beta = config.beta
+        self.adopt(config, kind)
         m = math.prod(self.input_shape)
         hidden = list(config.hidden_sizes)
         head = config.latent_size * (2 if config.variational else 1)

@@ -9,14 +9,13 @@ read from ``$STREAMAE_SKAB_DIR`` or ``../shared/datasets/skab``, never copied he
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from streamae import skab
+from tests.conftest import load_script
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +29,7 @@ TOLERANCE = {"f1": 0.03, "far": 3.0, "mar": 3.0}  # CPU kernels differ a little 
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("skab_benchmark", ROOT / "benchmarks/skab.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["skab_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("skab_benchmark", "benchmarks/skab.py")
 
 
 @pytest.fixture(scope="module")
