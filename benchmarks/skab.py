@@ -64,9 +64,10 @@ SKAB_ENV = {
     "STREAMAE_MODEL__KIND": "dense",
     "STREAMAE_MODEL__HIDDEN_SIZES": "64,32",
     "STREAMAE_MODEL__LATENT_SIZE": "8",
+    "STREAMAE_WINDOW__CENTRED_FEATURES": "Temperature,Thermocouple",
     "STREAMAE_MODEL__EPOCHS": "30",
-    "STREAMAE_THRESHOLD__METHOD": "static",
-    "STREAMAE_THRESHOLD__VALUE": "22",
+    "STREAMAE_THRESHOLD__METHOD": "limit",
+    "STREAMAE_THRESHOLD__MARGIN": "1.75",
     "STREAMAE_DEVICE": "cpu",
     "STREAMAE_METRICS_PORT": "0",
     "STREAMAE_BATCH__MAX_SIZE": "256",
@@ -230,9 +231,9 @@ def evaluate(names: list[str], configs: list[str], directory: Path, bootstrap: s
 
 
 def describe(env: dict[str, str]) -> str:
-    keys = ("WINDOW__LENGTH", "MODEL__KIND", "MODEL__HIDDEN_SIZES", "MODEL__LATENT_SIZE",
-            "MODEL__EPOCHS", "THRESHOLD__METHOD", "THRESHOLD__QUANTILE", "THRESHOLD__VALUE",
-            "THRESHOLD__ALARM_MIN", "THRESHOLD__ALARM_OF", "WARMUP_SIZE")
+    keys = ("WINDOW__LENGTH", "WINDOW__CENTRED_FEATURES", "MODEL__KIND", "MODEL__HIDDEN_SIZES",
+            "MODEL__LATENT_SIZE", "MODEL__EPOCHS", "THRESHOLD__METHOD", "THRESHOLD__QUANTILE",
+            "THRESHOLD__VALUE", "THRESHOLD__MARGIN", "WARMUP_SIZE")
     return " ".join(f"{k.lower()}={env['STREAMAE_' + k]}" for k in keys
                     if "STREAMAE_" + k in env)
 

@@ -27,8 +27,10 @@ def explain(sample: Sample, values: np.ndarray, reconstructed: np.ndarray, z: np
     names = list(sample.names) if sample.names else None
     if values.ndim == 2:  # (L, D) window: per-feature z over time, latest values
         window = {"length": int(values.shape[0]), "end_ts": sample.ts_ms}
-        return {"features": top_features(values[-1], reconstructed[-1], z.mean(axis=0),
-                                         names, top_k),
+        # Centred features are reported in the units of the reading, not of the model.
+        level = sample.window.values[-1] - values[-1] if sample.window is not None else 0.0
+        return {"features": top_features(values[-1] + level, reconstructed[-1] + level,
+                                         z.mean(axis=0), names, top_k),
                 "window": window}
     return {"features": top_features(values, reconstructed, z, names, top_k)}
 

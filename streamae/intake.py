@@ -17,7 +17,7 @@ from streamae.exceptions import DecodeError
 from streamae.images import ImageDecoder
 from streamae.messages import Reading, VectorDecoder
 from streamae.settings import InputSettings, WindowSettings
-from streamae.windows import Window, WindowBuilder
+from streamae.windows import Centring, Window, WindowBuilder
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Decoding:
         self.windows = (WindowBuilder(window.length, window.stride, window.max_keys,
                                       window.late_policy)
                         if input.kind == "window" else None)
+        self.centring = Centring(window.centred_features)
 
     def fix_shape(self, input_shape: Sequence[int]) -> None:
         """Once a model exists, inputs of another width are bad input, not a crash."""
@@ -76,6 +77,7 @@ class Decoding:
                 if self.windows is None:
                     out.samples.append(sample_of(record, reading))
                     continue
+                centred = self.centring.columns(reading.names)
                 windows = self.windows.push(window_key(record, reading), reading.ts_ms,
                                             reading.values)
             except DecodeError as error:
@@ -84,8 +86,8 @@ class Decoding:
             if not windows:
                 out.absorbed.append(record)
             for built in windows:
-                out.samples.append(Sample(record, built.values, built.key, built.end_ts_ms,
-                                          reading.names, built))
+                out.samples.append(Sample(record, Centring.apply(built.values, centred),
+                                          built.key, built.end_ts_ms, reading.names, built))
         return out
 
 

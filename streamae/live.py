@@ -87,13 +87,18 @@ def train_detector(data: np.ndarray, model: ModelSettings, device: str,
                stop=stop)
 
 
-def calibrated_threshold(settings: ThresholdSettings, detector: Detector) -> Threshold:
-    """A threshold warmed on the validation scores, so it flags from the first message."""
+def calibrated_threshold(settings: ThresholdSettings, detector: Detector,
+                         recent: np.ndarray | None = None) -> Threshold:
+    """A threshold of the configured method, fitted on the detector's validation scores
+    (plus ``recent`` normalised scores of normal traffic, when a retrain has them), so it
+    flags from the first message."""
     threshold = build_threshold(settings.method, value=settings.value,
                                 quantile=settings.quantile, window=settings.window,
-                                min_samples=settings.min_samples)
-    validation = detector.error_stats.normalise_scores(detector.validation_scores)
-    threshold.fit(validation)
+                                min_samples=settings.min_samples, margin=settings.margin)
+    scores = detector.error_stats.normalise_scores(detector.validation_scores)
+    if recent is not None:
+        scores = np.concatenate([scores, np.asarray(recent, dtype=np.float32)])
+    threshold.fit(scores)
     return threshold
 
 

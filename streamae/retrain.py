@@ -37,11 +37,11 @@ import torch
 
 from streamae.buffer import ReplayBuffer
 from streamae.checkpoints import checkpoint_from_bytes, checkpoint_to_bytes, save_checkpoint
-from streamae.live import LiveModel, ModelSlot, train_detector
+from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
 from streamae.metrics import Metrics
 from streamae.scoring import Scorer, resolve_device
 from streamae.settings import CheckpointSettings, ModelSettings, RetrainSettings, ThresholdSettings
-from streamae.thresholds import AlarmRate, Threshold, build_threshold
+from streamae.thresholds import AlarmRate, Threshold
 from streamae.training import Detector
 
 log = logging.getLogger(__name__)
@@ -110,15 +110,13 @@ def judge(champion: Scorer, champion_threshold: float | None, challenger: Scorer
 
 
 def calibrate(settings: ThresholdSettings, detector: Detector, scores: np.ndarray) -> Threshold:
-    """A threshold of the configured method fitted on the challenger's normalised scores of
-    recent normal traffic (plus its validation split): it then flags the same share of that
-    traffic the champion did, so the alert rate does not jump at the swap."""
-    threshold = build_threshold(settings.method, value=settings.value,
-                                quantile=settings.quantile, window=settings.window,
-                                min_samples=settings.min_samples)
-    validation = detector.error_stats.normalise_scores(detector.validation_scores)
-    threshold.fit(np.concatenate([validation, np.asarray(scores, dtype=np.float32)]))
-    return threshold
+    """The challenger's threshold, fitted on its normalised scores of recent normal traffic
+    (plus its validation split): it then flags the same share of that traffic the champion
+    did, so the alert rate does not jump at the swap. A ``limit`` is fitted on the validation
+    split alone: recent traffic already sits below the champion's limit, and a margin on
+    top of it would raise the limit at every retrain."""
+    return calibrated_threshold(settings, detector,
+                                None if settings.method == "limit" else scores)
 
 
 def gate_limit(threshold_value: float | None, gate: float) -> float | None:

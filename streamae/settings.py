@@ -86,6 +86,11 @@ class WindowSettings(Section):
     stride: int = Field(1, ge=1)
     max_keys: int = Field(10_000, ge=1)  # least recently seen key is evicted past this
     late_policy: Literal["drop", "accept"] = "drop"
+    # Features judged by their shape in the window, not their level (each window's mean is
+    # subtracted): slowly drifting channels such as temperatures. Named features only.
+    centred_features: CommaList = []
+
+    _split_centred = field_validator("centred_features", mode="before")(_split_csv)
 
 
 class ModelSettings(Section):
@@ -112,9 +117,10 @@ class BatchSettings(Section):
 
 
 class ThresholdSettings(Section):
-    method: Literal["static", "quantile", "spot"] = "quantile"
+    method: Literal["static", "quantile", "spot", "limit"] = "quantile"
     value: float = Field(3.0, gt=0)  # static threshold on the score
     quantile: float = Field(0.995, gt=0, lt=1)
+    margin: float = Field(1.75, ge=1)  # limit: margin x the largest calibration score
     window: int = Field(10_000, ge=10)  # recent scores the rolling quantile covers
     min_samples: int = Field(100, ge=1)  # nothing is flagged before this many scores
     normalisation: Literal["z", "robust_z"] = "robust_z"
@@ -182,9 +188,27 @@ def env_name(location: tuple[str | int, ...]) -> str:
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment; raise SettingsError naming each wrong variable."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         lines = [
             f"{env_name(err['loc'])}={err.get('input')!r}: {err['msg']}" for err in exc.errors()
         ]
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+    lines = conflicts(settings)
+    if lines:
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines))
+    return settings
+
+
+def conflicts(settings: Settings) -> list[str]:
+    """Settings that are each valid but do not go together, one line per problem."""
+    lines = []
+    centred = settings.window.centred_features
+    name = ENV_PREFIX + "WINDOW__CENTRED_FEATURES"
+    if centred and settings.input.kind != "window":
+        lines.append(f"{name}={','.join(centred)}: needs {ENV_PREFIX}INPUT__KIND=window, "
+                     f"not {settings.input.kind!r}")
+    unknown = [f for f in centred if settings.input.features and f not in settings.input.features]
+    if unknown:
+        lines.append(f"{name}: {unknown} not among {ENV_PREFIX}INPUT__FEATURES")
+    return lines

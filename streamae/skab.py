@@ -13,8 +13,8 @@ the first ``FIT_ROWS`` rows make, so the cold start trains on exactly those. A r
 verdict is that of the newest window ending at or before it (with stride 1, its own).
 
 :func:`replay` runs one file through the daemon's own parts without Kafka (the window
-builder, ``train_detector``, ``calibrated_threshold``, ``Scorer``, the threshold rule of
-``pipeline.Daemon._score``, optionally the ``Retrainer``), for tuning;
+builder and its centring, ``train_detector``, ``calibrated_threshold``, ``Scorer``, the
+threshold rule of ``pipeline.Daemon._score``, optionally the ``Retrainer``), for tuning;
 ``benchmarks/skab.py`` streams the same files through the real daemon and broker.
 Numpy only: no scikit-learn in the package.
 """
@@ -282,14 +282,15 @@ def replay(file: SkabFile, settings: Settings, retrain: bool = False) -> FileRes
     from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
     from streamae.metrics import Metrics
     from streamae.scoring import Scorer
-    from streamae.windows import WindowBuilder
+    from streamae.windows import Centring, WindowBuilder
 
     w = settings.window
     builder = WindowBuilder(w.length, w.stride, w.max_keys, w.late_policy)
+    centred = Centring(w.centred_features).columns(SENSORS)
     windows, rows = [], []
     for i, (ts, row) in enumerate(zip(file.ts_ms, file.values, strict=True)):
         for built in builder.push(file.name, int(ts), row):
-            windows.append(built.values)
+            windows.append(Centring.apply(built.values, centred))
             rows.append(i)
     data = np.stack(windows).astype(np.float32)
     warm = settings.warmup_size

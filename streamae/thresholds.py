@@ -7,6 +7,8 @@ warm (``value`` is None before). ``state()`` is a JSON-able dict that
 
 * :class:`StaticThreshold`: a fixed value, warm from the start.
 * :class:`RollingQuantileThreshold`: the ``quantile`` of the last ``window`` scores.
+* :class:`LimitThreshold`: a control limit, ``margin`` times the largest calibration
+  score, fixed until the next calibration.
 * :class:`SpotThreshold`: extreme-value threshold (SPOT, Siffer et al., KDD 2017) whose
   false-alarm probability is ``risk``, from a generalised Pareto tail fit.
 * :class:`AlarmRate`: the recent fraction of flagged scores (for rollback decisions).
@@ -86,6 +88,47 @@ class StaticThreshold:
 
     def state(self) -> dict:
         return {"method": self.method, "value": self._value}
+
+
+class LimitThreshold:
+    """A control limit: ``margin`` x the largest score of the normal data it was fitted on.
+
+    Where a quantile of a few hundred validation scores sits inside the normal range (and
+    flags a fixed share of normal traffic by construction), the worst normal window seen,
+    with a margin, is a limit normal traffic rarely crosses: an upper control limit in the
+    sense of statistical process control. It learns nothing from the stream, so a long
+    anomaly cannot raise it; each retrain recalibrates it. Before ``fit`` it is cold. The
+    limit is at least ``margin`` (sigmas of a normalised score), so a model that
+    reconstructs its validation data perfectly does not flag noise.
+    """
+
+    method = "limit"
+
+    def __init__(self, margin: float, value: float | None = None) -> None:
+        if not (math.isfinite(margin) and margin >= 1.0):
+            raise ValueError(f"limit margin must be >= 1, got {margin}")
+        self.margin = float(margin)
+        self._value = value
+
+    @property
+    def value(self) -> float | None:
+        return self._value
+
+    def update(self, scores: np.ndarray) -> None:
+        """Nothing to learn between calibrations."""
+
+    def fit(self, scores: np.ndarray) -> None:
+        finite = _finite(scores)
+        if finite.size == 0:
+            logger.warning("limit threshold still cold: no finite calibration scores")
+            return
+        self._value = self.margin * max(float(finite.max()), 1.0)
+
+    def classify(self, scores: np.ndarray) -> np.ndarray:
+        return _flag(scores, self._value)
+
+    def state(self) -> dict:
+        return {"method": self.method, "margin": self.margin, "value": self._value}
 
 
 class RollingQuantileThreshold:
@@ -339,7 +382,7 @@ class SpotThreshold:
         return spot
 
 
-METHODS = ("static", "quantile", "spot")
+METHODS = ("static", "quantile", "spot", "limit")
 
 
 def build_threshold(
@@ -351,6 +394,7 @@ def build_threshold(
     min_samples: int,
     risk: float | None = None,
     level: float | None = None,
+    margin: float = 2.0,
 ) -> Threshold:
     """The threshold named by ``method``; raises ValueError for unknown methods or bad values.
 
@@ -361,6 +405,8 @@ def build_threshold(
         return StaticThreshold(value)
     if method == "quantile":
         return RollingQuantileThreshold(quantile, window, min_samples)
+    if method == "limit":
+        return LimitThreshold(margin)
     if method == "spot":
         risk = risk if risk is not None else 1.0 - quantile
         level = level if level is not None else min(0.98, 1.0 - 10.0 * risk)
@@ -378,6 +424,9 @@ def threshold_from_state(state: dict) -> Threshold:
             return RollingQuantileThreshold.from_state(state)
         if method == "spot":
             return SpotThreshold.from_state(state)
+        if method == "limit":
+            value = state["value"]
+            return LimitThreshold(float(state["margin"]), None if value is None else float(value))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"threshold state for {method!r} is incomplete: {exc}") from exc
     raise ValueError(f"unknown threshold method in state: {method!r}")

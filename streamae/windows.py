@@ -17,12 +17,19 @@ counted in ``late_accepted``: windows are then in arrival order, which suits sou
 clocks jitter but whose arrival order is meaningful. There is no reordering buffer: a
 streaming scorer would have to wait for stragglers, and we prefer low latency.
 A window's ``end_ts_ms`` is the newest timestamp seen for the key (None if none had one).
+
+Level-free features. :class:`Centring` subtracts each window's own mean from the features
+an operator names (``STREAMAE_WINDOW__CENTRED_FEATURES``): a channel that drifts slowly
+with its surroundings (a temperature following the room through a shift) leaves the range
+the model saw in training, and a model of levels then flags every window. Centred, the
+channel still shows a jump or a change of slope inside the window, but not its level.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,6 +132,41 @@ class WindowBuilder:
         state = _KeyState(width=width, rows=deque(maxlen=self.length))
         self._keys[key] = state
         return state
+
+
+class Centring:
+    """Subtract each window's mean from the named features (see the module docstring)."""
+
+    def __init__(self, features: Sequence[str] = ()) -> None:
+        self.features = tuple(features)
+        self._columns: dict[tuple[str, ...], np.ndarray] = {}
+
+    def columns(self, names: tuple[str, ...] | None) -> np.ndarray:
+        """The centred features' columns among a reading's ``names``; DecodeError when a
+        reading lacks names or one of the features, so it is dead-lettered, not guessed."""
+        if not self.features:
+            return np.empty(0, dtype=np.intp)
+        if names is None:
+            raise DecodeError("missing_feature", "centred features need named readings "
+                              f"({','.join(self.features)}); this one is an unnamed array")
+        found = self._columns.get(names)
+        if found is None:
+            missing = [f for f in self.features if f not in names]
+            if missing:
+                raise DecodeError("missing_feature", f"centred features {missing[:5]} are not "
+                                  f"among the reading's features"[:200])
+            found = np.array([names.index(f) for f in self.features], dtype=np.intp)
+            self._columns[names] = found
+        return found
+
+    @staticmethod
+    def apply(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """A window (length, D) with ``columns`` centred; the input is not modified."""
+        if columns.size == 0:
+            return values
+        out = values.copy()
+        out[:, columns] -= out[:, columns].mean(axis=0)
+        return out
 
 
 def _as_row(values: np.ndarray | float) -> np.ndarray:

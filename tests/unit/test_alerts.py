@@ -10,7 +10,7 @@ import numpy as np
 from streamae.alerts import IMAGE_PATCH, build_event, explain
 from streamae.intake import Sample
 from streamae.messages import ANOMALY_SCHEMA, encode_json
-from streamae.windows import Window
+from streamae.windows import Centring, Window
 
 
 @dataclass
@@ -59,6 +59,20 @@ def test_window_averages_z_over_time_and_reports_the_latest_reading():
     assert (top["actual"], top["reconstructed"]) == (14.0, 13.0)  # last row
     assert runner_up["feature"] == "x" and np.isclose(runner_up["z"], 0.8)
     assert "regions" not in parts and "heatmap" not in parts
+
+
+def test_centred_window_features_are_reported_in_the_units_of_the_reading():
+    raw = np.array([[1.0, 50.0], [2.0, 52.0], [3.0, 54.0]], np.float32)
+    centred = Centring.apply(raw, np.array([1]))  # temp: -2, 0, 2
+    recon = centred.copy()
+    recon[-1, 1] = 1.0  # the model expected the temperature to rise by less
+    z = np.zeros_like(raw)
+    z[:, 1] = 6.0
+    parts = explain(sample(centred, ("flow", "temp"), Window("k", 0, raw)), centred, recon, z,
+                    1, False)
+    (top,) = parts["features"]
+    assert (top["feature"], top["actual"], top["reconstructed"]) == ("temp", 54.0, 53.0)
+    assert top["direction"] == "high"
 
 
 def hot_image(channels: int = 1, size: int = 16, row: int = 8, col: int = 4) -> np.ndarray:

@@ -117,6 +117,32 @@ def test_window_vectors_must_keep_the_first_width():
     assert reasons(intake) == ["wrong_dimension"]
 
 
+def test_centred_features_lose_their_level_and_keep_their_shape_the_rest_untouched():
+    dec = decoding("window", centred_features=["temp"])
+    rows = [{"key": "k", "values": {"flow": 1.0 + t, "temp": 50.0 + 2 * t}} for t in range(4)]
+    warm, hot = dec.take(records(*rows)).samples
+    np.testing.assert_array_equal(warm.values[:, 1], [-2.0, 0.0, 2.0])  # 50, 52, 54 centred
+    np.testing.assert_array_equal(hot.values[:, 1], warm.values[:, 1])  # 10 degrees warmer: same
+    np.testing.assert_array_equal(hot.values[:, 0], [2.0, 3.0, 4.0])  # flow keeps its level
+    np.testing.assert_array_equal(hot.window.values[:, 1], [52.0, 54.0, 56.0])  # raw kept
+
+
+def test_a_reading_without_a_centred_feature_is_dead_lettered_and_leaves_the_window_intact():
+    dec = decoding("window", centred_features=["temp"])
+    batch = records({"key": "k", "values": [9.0, 9.0]},  # no names known yet: no temp
+                    {"key": "k", "values": {"flow": 1.0, "temp": 5.0}},
+                    {"key": "k", "values": {"flow": 2.0, "temp": 6.0}},
+                    {"key": "k", "values": {"flow": 3.0, "temp": 7.0}})
+    intake = dec.take(batch)
+    assert reasons(intake) == ["missing_feature"]
+    assert "unnamed" in intake.dead[0][1].detail
+    (sample,) = intake.samples
+    np.testing.assert_array_equal(sample.values[:, 0], [1.0, 2.0, 3.0])
+    assert accounted(intake) == [0, 1, 2, 3]
+    other = decoding("window", centred_features=["pressure"]).take(batch[1:2])
+    assert reasons(other) == ["missing_feature"] and "pressure" in other.dead[0][1].detail
+
+
 def test_eviction_counts_keys_beyond_max_keys():
     dec = decoding("window", max_keys=2)
     dec.take(records(*({"key": f"k{n}", "value": 1.0} for n in range(5))))

@@ -12,7 +12,14 @@ from streamae.checkpoints import checkpoint_from_bytes, load_latest, save_checkp
 from streamae.exceptions import ModelError
 from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
 from streamae.metrics import Metrics
-from streamae.retrain import Retrainer, common_scale, gate_limit, judge, split_holdout
+from streamae.retrain import (
+    Retrainer,
+    calibrate,
+    common_scale,
+    gate_limit,
+    judge,
+    split_holdout,
+)
 from streamae.scoring import Scorer
 from streamae.settings import (
     CheckpointSettings,
@@ -165,6 +172,18 @@ def test_recalibrated_threshold_keeps_the_alert_rate(tmp_path, champion_detector
         rates.append(float(np.mean(scores > detector_live.threshold.value)))
     assert rates[1] <= max(3 * rates[0], 0.03), rates
     h.close()
+
+
+def test_a_limit_is_recalibrated_on_validation_alone_so_retrains_do_not_ratchet_it(
+        champion_detector):
+    limit = ThresholdSettings(method="limit", margin=1.5)
+    validation = champion_detector.error_stats.normalise_scores(
+        champion_detector.validation_scores)
+    near_the_old_limit = np.full(500, 1.4 * float(validation.max()), dtype=np.float32)
+    threshold = calibrate(limit, champion_detector, near_the_old_limit)
+    assert threshold.value == pytest.approx(1.5 * max(float(validation.max()), 1.0))
+    quantile = calibrate(THRESHOLD, champion_detector, near_the_old_limit)
+    assert quantile.value == pytest.approx(near_the_old_limit[0])  # learns recent traffic
 
 
 def test_worse_challenger_is_rejected(tmp_path, champion_detector):

@@ -27,9 +27,22 @@ def test_a_wrong_value_names_the_variable_the_value_and_what_is_allowed(monkeypa
         load_settings()
     message = str(caught.value)
     assert "STREAMAE_THRESHOLD__METHOD='median'" in message
-    assert "'static', 'quantile' or 'spot'" in message
+    assert "'static', 'quantile', 'spot' or 'limit'" in message
     assert "STREAMAE_BATCH__MAX_SIZE='0'" in message
     assert "greater than or equal to 1" in message
+
+
+def test_settings_that_do_not_go_together_are_named(monkeypatch):
+    monkeypatch.setenv("STREAMAE_WINDOW__CENTRED_FEATURES", "Temperature, Thermocouple")
+    assert load_settings(input={"kind": "window"}).window.centred_features == [
+        "Temperature", "Thermocouple"]
+    with pytest.raises(SettingsError, match="CENTRED_FEATURES=Temperature,Thermocouple: needs "
+                       "STREAMAE_INPUT__KIND=window, not 'vector'"):
+        load_settings()
+    monkeypatch.setenv("STREAMAE_INPUT__KIND", "window")
+    monkeypatch.setenv("STREAMAE_INPUT__FEATURES", "Temperature,Pressure")
+    with pytest.raises(SettingsError, match=r"\['Thermocouple'\] not among STREAMAE_INPUT__FEAT"):
+        load_settings()
 
 
 def test_secrets_are_never_printed(monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 
 from streamae.thresholds import (
     AlarmRate,
+    LimitThreshold,
     RollingQuantileThreshold,
     SpotThreshold,
     StaticThreshold,
@@ -33,6 +34,27 @@ def test_static():
     assert threshold.classify(np.array([1.0, 2.0, 2.5])).tolist() == [False, False, True]
     with pytest.raises(ValueError):
         StaticThreshold(float("nan"))
+
+
+def test_limit_is_margin_times_the_worst_calibration_score_and_learns_nothing_after():
+    threshold = LimitThreshold(1.5)
+    assert threshold.value is None and not threshold.classify(np.array([1e9])).any()
+    threshold.fit(np.array([0.5, 4.0, np.nan, -2.0, 3.0]))  # NaN ignored
+    assert threshold.value == pytest.approx(6.0)
+    np.testing.assert_array_equal(threshold.classify(np.array([5.9, 6.0, 6.1])),
+                                  [False, False, True])
+    threshold.update(np.full(1000, 100.0))  # a long anomaly does not raise it
+    assert threshold.value == pytest.approx(6.0)
+    threshold.fit(np.array([2.0]))  # a recalibration replaces it
+    assert threshold.value == pytest.approx(3.0)
+
+
+def test_limit_is_never_below_margin_sigmas():
+    threshold = LimitThreshold(2.0)
+    threshold.fit(np.array([-0.5, 0.0, 0.2]))  # a model that reconstructs its data perfectly
+    assert threshold.value == pytest.approx(2.0)
+    threshold.fit(np.array([np.nan]))  # nothing finite: stays as it was
+    assert threshold.value == pytest.approx(2.0)
 
 
 def test_quantile_flags_nothing_before_min_samples():
@@ -138,8 +160,10 @@ def test_fit_gpd_recovers_shape(rng):
         lambda r: _fed(RollingQuantileThreshold(0.9, 500, 50), r.standard_normal(20)),
         lambda r: _fed(SpotThreshold(1e-3, 0.98, 1000, 300), r.standard_normal(3000)),
         lambda r: _fed(SpotThreshold(1e-3, 0.98, 1000, 300), r.standard_normal(100)),
+        lambda r: _fitted(LimitThreshold(1.75), r.standard_normal(200)),
+        lambda r: LimitThreshold(2.0),
     ],
-    ids=["static", "quantile", "quantile-cold", "spot", "spot-cold"],
+    ids=["static", "quantile", "quantile-cold", "spot", "spot-cold", "limit", "limit-cold"],
 )
 def test_state_round_trip(make, rng):
     threshold = make(rng)
@@ -159,9 +183,15 @@ def _fed(threshold, scores):
     return threshold
 
 
+def _fitted(threshold, scores):
+    threshold.fit(scores)
+    return threshold
+
+
 @pytest.mark.parametrize(
     ("method", "cls"),
-    [("static", StaticThreshold), ("quantile", RollingQuantileThreshold), ("spot", SpotThreshold)],
+    [("static", StaticThreshold), ("quantile", RollingQuantileThreshold), ("spot", SpotThreshold),
+     ("limit", LimitThreshold)],
 )
 def test_build_threshold(method, cls):
     threshold = build_threshold(method, value=3.0, quantile=0.995, window=10_000, min_samples=100)
@@ -178,6 +208,8 @@ def test_build_threshold(method, cls):
         ("quantile", {"min_samples": 20_000}),
         ("static", {"value": float("inf")}),
         ("spot", {"quantile": 0.5}),
+        ("limit", {"margin": 0.9}),
+        ("limit", {"margin": float("nan")}),
     ],
 )
 def test_build_threshold_errors(method, kwargs):
