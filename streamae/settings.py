@@ -82,7 +82,7 @@ class InputSettings(Section):
 
 
 class WindowSettings(Section):
-    length: int = Field(32, ge=2)
+    length: int = Field(16, ge=2)
     stride: int = Field(1, ge=1)
     max_keys: int = Field(10_000, ge=1)  # least recently seen key is evicted past this
     late_policy: Literal["drop", "accept"] = "drop"
@@ -117,7 +117,7 @@ class BatchSettings(Section):
 
 
 class ThresholdSettings(Section):
-    method: Literal["static", "quantile", "spot", "limit"] = "quantile"
+    method: Literal["static", "quantile", "spot", "limit"] = "limit"
     value: float = Field(3.0, gt=0)  # static threshold on the score
     quantile: float = Field(0.995, gt=0, lt=1)
     margin: float = Field(1.75, ge=1)  # limit: margin x the largest calibration score

@@ -153,6 +153,8 @@ def test_sigkill_then_restart_scores_every_offset_with_bounded_duplicates(
     first.wait(timeout=30)
     second = spawn_daemon(env)
     wait_for(lambda: committed(env, 2) >= len(messages), 180, "the rest committed")
+    wait_for(lambda: "event=daemon_started" in Path(second.log_path).read_text(), 60,
+             "the second daemon started")
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=60) == 0
 
@@ -182,6 +184,10 @@ def test_sigterm_exits_cleanly_with_offsets_committed(
     # A clean stop leaves nothing to redo: a second run scores the rest, no duplicates.
     second = spawn_daemon(env)
     wait_for(lambda: committed(env, 1) >= len(messages), 180, "the rest committed")
+    # The first run may have drained the whole stream before it stopped; a signal before
+    # the second has installed its handlers would test nothing.
+    wait_for(lambda: "event=daemon_started" in Path(second.log_path).read_text(), 60,
+             "the second daemon started")
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=30) == 0
     scored = Counter(json.loads(r.value)["offset"] for r in read_topic(scores_topic))

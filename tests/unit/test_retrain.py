@@ -30,7 +30,7 @@ from streamae.settings import (
 
 MODEL = ModelSettings(hidden_sizes=[16, 8], latent_size=2, epochs=25, batch_size=16, patience=4,
                       learning_rate=5e-3)
-THRESHOLD = ThresholdSettings(quantile=0.99, window=2_000, min_samples=50)
+THRESHOLD = ThresholdSettings(method="quantile", quantile=0.99, window=2_000, min_samples=50)
 LOADINGS = np.random.default_rng(7).normal(size=(8, 2))
 
 
