@@ -90,8 +90,18 @@ def load(directory: Path, name: str) -> SkabFile:
     ts = np.array([datetime.strptime(r["datetime"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
                    .timestamp() * 1000 for r in rows], dtype=np.int64)
     values = np.array([[float(r[s]) for s in SENSORS] for r in rows], dtype=np.float32)
-    labels = np.array([float(r["anomaly"]) > 0.5 for r in rows], dtype=bool)
+    labels = np.array([float(r.get("anomaly") or 0) > 0.5 for r in rows], dtype=bool)
     return SkabFile(name, ts, values, labels)
+
+
+def anomaly_free_pieces(directory: Path, rows: int = 1_100) -> list[SkabFile]:
+    """SKAB's anomaly-free recording cut into consecutive pieces of ``rows`` rows, each an
+    experiment of the labelled files' length, so the protocol can be run on normal data
+    alone: every flag on them is a false alarm."""
+    whole = load(directory, "anomaly-free/anomaly-free.csv")
+    return [SkabFile(f"anomaly-free/{start}", whole.ts_ms[start:start + rows],
+                     whole.values[start:start + rows], whole.labels[start:start + rows])
+            for start in range(0, len(whole.labels) - rows + 1, rows)]
 
 
 def warmup_windows(length: int, stride: int = 1, fit_rows: int = FIT_ROWS) -> int:

@@ -55,6 +55,16 @@ def test_metrics_follow_skab_definitions():
     assert skab.warmup_windows(16) == 385 and skab.warmup_windows(16, 4) == 97
 
 
+def test_the_anomaly_free_recording_is_cut_into_experiments_of_the_labelled_length(
+        skab_data: Path):
+    pieces = skab.anomaly_free_pieces(skab_data)
+    assert [len(p.labels) for p in pieces] == [1_100] * 8
+    assert not any(p.labels.any() for p in pieces)
+    assert all(np.all(np.diff(p.ts_ms) > 0) for p in pieces)  # each in time order
+    assert pieces[1].ts_ms[0] > pieces[0].ts_ms[-1]  # consecutive, not overlapping
+    assert len({p.name for p in pieces}) == 8
+
+
 def test_skab_figures_through_kafka_stay_near_the_measured_ones(
         skab_data: Path, kafka_bootstrap: str, tmp_path: Path):
     bench = load_benchmark()
