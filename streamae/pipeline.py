@@ -30,6 +30,7 @@ from streamae.live import LiveModel, ModelSlot
 from streamae.messages import dead_letter_headers, encode_json, score_record
 from streamae.metrics import Metrics
 from streamae.settings import Settings
+from streamae.thresholds import classify_and_learn
 from streamae.warmup import ColdStart
 
 log = logging.getLogger(__name__)
@@ -187,12 +188,7 @@ class Daemon:
         started = time.perf_counter()
         batch = live.scorer.score(values)
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
-        threshold = live.threshold
-        flags = threshold.classify(batch.scores)
-        value = threshold.value
-        # Flagged scores enter the rolling threshold clipped to it, so a long anomaly
-        # cannot drag the threshold up and silence itself.
-        threshold.update(batch.scores if value is None else np.minimum(batch.scores, value))
+        flags, value = classify_and_learn(live.threshold, batch.scores)
         for i in np.flatnonzero(flags):
             self._publish_anomaly(live, samples[i], values[i], batch, int(i), value)
         self._publish_scores(live, samples, batch.scores, flags, value)

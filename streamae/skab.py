@@ -13,8 +13,9 @@ the first ``FIT_ROWS`` rows make, so the cold start trains on exactly those. A r
 verdict is that of the newest window ending at or before it (with stride 1, its own).
 
 :func:`replay` runs one file through the daemon's own parts without Kafka (the window
-builder and its centring, ``train_detector``, ``calibrated_threshold``, ``Scorer``, the
-threshold rule of ``pipeline.Daemon._score``, optionally the ``Retrainer``), for tuning;
+builder and its centring, ``train_detector``, ``calibrated_threshold``, ``Scorer``,
+``thresholds.classify_and_learn`` as the daemon applies it, optionally the
+``Retrainer``), for tuning;
 ``benchmarks/skab.py`` streams the same files through the real daemon and broker.
 Numpy only: no scikit-learn in the package.
 """
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from streamae.settings import Settings, load_settings
-from streamae.thresholds import Threshold
+from streamae.thresholds import classify_and_learn
 
 FIT_ROWS = 400
 SENSORS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
@@ -275,15 +276,6 @@ def settings_from_env(env: dict[str, str]) -> Settings:
 
 
 # -- the in-process replay -------------------------------------------------------------
-def apply_threshold(threshold: Threshold, scores: np.ndarray) -> tuple[np.ndarray, float | None]:
-    """The rule of ``pipeline.Daemon._score``: classify, then learn the scores clipped to
-    the value in force. Returns (flags, value)."""
-    flags = threshold.classify(scores)
-    value = threshold.value
-    threshold.update(scores if value is None else np.minimum(scores, value))
-    return flags, value
-
-
 def replay(file: SkabFile, settings: Settings, retrain: bool = False) -> FileResult:
     """One file through the daemon's parts in order, no broker: window, cold start on the
     first ``settings.warmup_size`` windows, score them and then the rest in batches of
@@ -326,7 +318,7 @@ def replay(file: SkabFile, settings: Settings, retrain: bool = False) -> FileRes
             live = slot.live
             batch = data[start:end]
             result = live.scorer.score(batch)
-            batch_flags, _ = apply_threshold(live.threshold, result.scores)
+            batch_flags, _ = classify_and_learn(live.threshold, result.scores)
             scores.append(result.scores)
             flags.append(batch_flags)
             if retrainer is not None:

@@ -224,6 +224,18 @@ class RollingQuantileThreshold:
         return threshold
 
 
+def classify_and_learn(
+    threshold: Threshold, scores: np.ndarray
+) -> tuple[np.ndarray, float | None]:
+    """Flag a batch, then let the threshold learn it, flagged scores clipped to the value
+    in force, so a long anomaly cannot drag the threshold up and silence itself.
+    Returns (flags, the value the batch was judged by)."""
+    flags = threshold.classify(scores)
+    value = threshold.value
+    threshold.update(scores if value is None else np.minimum(scores, value))
+    return flags, value
+
+
 def fit_gpd(excesses: np.ndarray) -> tuple[float, float]:
     """Generalised Pareto (shape gamma, scale sigma) by probability-weighted moments.
 

@@ -134,6 +134,9 @@ class WindowBuilder:
         return state
 
 
+_NO_COLUMNS = np.empty(0, dtype=np.intp)
+
+
 class Centring:
     """Subtract each window's mean from the named features (see the module docstring)."""
 
@@ -145,7 +148,7 @@ class Centring:
         """The centred features' columns among a reading's ``names``; DecodeError when a
         reading lacks names or one of the features, so it is dead-lettered, not guessed."""
         if not self.features:
-            return np.empty(0, dtype=np.intp)
+            return _NO_COLUMNS
         if names is None:
             raise DecodeError("missing_feature", "centred features need named readings "
                               f"({','.join(self.features)}); this one is an unnamed array")

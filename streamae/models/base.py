@@ -50,25 +50,29 @@ def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
 class AutoEncoder(nn.Module):
     """Base of every model: plain arrays in, reconstructions and errors out.
 
-    Subclasses call ``adopt(config, kind)``, which sets ``kind``, ``input_shape``,
-    ``latent_size``, ``variational``, ``noise_std``, ``mask_probability`` and ``beta`` from
-    their config, and implement ``encode_stats`` and ``decode``. Inputs are already scaled
+    Subclasses call ``adopt(config, kind, hidden_sizes)``, which sets ``kind``,
+    ``input_shape``, ``hidden_sizes``, ``latent_size``, ``variational``, ``noise_std``,
+    ``mask_probability`` and ``beta`` (what ``constructor_args`` records), and implement
+    ``encode_stats`` and ``decode``. Inputs are already scaled
     (see ``training.Scaler``).
     """
 
     kind: str
     input_shape: tuple[int, ...]
+    hidden_sizes: tuple[int, ...]
     latent_size: int
     variational: bool
     noise_std: float
     mask_probability: float
     beta: float
 
-    def adopt(self, config: Any, kind: str) -> None:
-        """Copy the options every model shares from its config (one place, not one each)."""
+    def adopt(self, config: Any, kind: str, hidden_sizes: tuple[int, ...]) -> None:
+        """Copy the options every model shares from its config (one place, not one each);
+        ``hidden_sizes`` are the layer widths or channels, whatever the config calls them."""
         self.config = config
         self.kind = kind
         self.input_shape = tuple(config.input_shape)
+        self.hidden_sizes = tuple(hidden_sizes)
         self.latent_size = config.latent_size
         self.variational = config.variational
         self.noise_std = config.noise_std
@@ -85,11 +89,18 @@ class AutoEncoder(nn.Module):
         """(B, latent) -> (B, *input_shape)."""
         raise NotImplementedError
 
+    # -- shared behaviour ----------------------------------------------------------------
+
     def constructor_args(self) -> dict:
         """JSON-able keyword arguments that rebuild this model with ``build_model``."""
-        raise NotImplementedError
-
-    # -- shared behaviour ----------------------------------------------------------------
+        return {
+            "hidden_sizes": list(self.hidden_sizes),
+            "latent_size": self.latent_size,
+            "noise_std": self.noise_std,
+            "mask_probability": self.mask_probability,
+            "beta": self.beta,
+            "variational": self.variational,
+        }
 
     @property
     def num_features(self) -> int:

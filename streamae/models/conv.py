@@ -44,7 +44,7 @@ class _ConvNet(AutoEncoder):
 
     def __init__(self, config: ConvConfig, kind: str, channels_first_shape: tuple[int, ...]):
         super().__init__()
-        self.adopt(config, kind)
+        self.adopt(config, kind, config.channels)
         in_channels, *spatial = channels_first_shape
         conv, deconv, pool = _LAYERS[len(spatial)]
         stages = list(config.channels)
@@ -93,18 +93,6 @@ class _ConvNet(AutoEncoder):
         crop = tuple(slice(0, s) for s in self.spatial)
         h = h[(slice(None), slice(None), *crop)]
         return self.from_channels_first(h)
-
-    def constructor_args(self) -> dict:
-        """Keyword arguments for ``build_model(self.kind, self.input_shape, **args)``."""
-        c = self.config
-        return {
-            "hidden_sizes": list(c.channels),
-            "latent_size": c.latent_size,
-            "noise_std": c.noise_std,
-            "mask_probability": c.mask_probability,
-            "beta": c.beta,
-            "variational": c.variational,
-        }
 
 
 class ConvAutoEncoder(_ConvNet):

@@ -42,7 +42,7 @@ class DenseAutoEncoder(AutoEncoder):
 
     def __init__(self, config: DenseConfig, kind: str = "dense") -> None:
         super().__init__()
-        self.adopt(config, kind)
+        self.adopt(config, kind, config.hidden_sizes)
         m = math.prod(self.input_shape)
         hidden = list(config.hidden_sizes)
         head = config.latent_size * (2 if config.variational else 1)
@@ -56,15 +56,3 @@ class DenseAutoEncoder(AutoEncoder):
     def decode(self, z: Tensor) -> Tensor:
         """(B, latent) -> (B, *input_shape)."""
         return self.decoder(z).view(-1, *self.input_shape)
-
-    def constructor_args(self) -> dict:
-        """Keyword arguments for ``build_model(self.kind, self.input_shape, **args)``."""
-        c = self.config
-        return {
-            "hidden_sizes": list(c.hidden_sizes),
-            "latent_size": c.latent_size,
-            "noise_std": c.noise_std,
-            "mask_probability": c.mask_probability,
-            "beta": c.beta,
-            "variational": c.variational,
-        }

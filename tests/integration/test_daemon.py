@@ -123,6 +123,14 @@ def consumed_records(env):
     return records
 
 
+def stop_when_started(proc) -> None:
+    """SIGTERM once the daemon has installed its handlers: a signal before that kills it
+    (the stream may already be done, so "the rest committed" proves nothing about it)."""
+    wait_for(lambda: "event=daemon_started" in Path(proc.log_path).read_text(), 60,
+             "the daemon started")
+    proc.send_signal(signal.SIGTERM)
+
+
 def wait_for(predicate, timeout_s, what):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -153,9 +161,7 @@ def test_sigkill_then_restart_scores_every_offset_with_bounded_duplicates(
     first.wait(timeout=30)
     second = spawn_daemon(env)
     wait_for(lambda: committed(env, 2) >= len(messages), 180, "the rest committed")
-    wait_for(lambda: "event=daemon_started" in Path(second.log_path).read_text(), 60,
-             "the second daemon started")
-    second.send_signal(signal.SIGTERM)
+    stop_when_started(second)
     assert second.wait(timeout=60) == 0
 
     scored = Counter((r["partition"], r["offset"]) for r in
@@ -184,11 +190,7 @@ def test_sigterm_exits_cleanly_with_offsets_committed(
     # A clean stop leaves nothing to redo: a second run scores the rest, no duplicates.
     second = spawn_daemon(env)
     wait_for(lambda: committed(env, 1) >= len(messages), 180, "the rest committed")
-    # The first run may have drained the whole stream before it stopped; a signal before
-    # the second has installed its handlers would test nothing.
-    wait_for(lambda: "event=daemon_started" in Path(second.log_path).read_text(), 60,
-             "the second daemon started")
-    second.send_signal(signal.SIGTERM)
+    stop_when_started(second)
     assert second.wait(timeout=30) == 0
     scored = Counter(json.loads(r.value)["offset"] for r in read_topic(scores_topic))
     assert set(scored) == set(range(len(messages)))

@@ -27,6 +27,7 @@ from streamae.settings import (
     RetrainSettings,
     ThresholdSettings,
 )
+from streamae.thresholds import classify_and_learn
 
 MODEL = ModelSettings(hidden_sizes=[16, 8], latent_size=2, epochs=25, batch_size=16, patience=4,
                       learning_rate=5e-3)
@@ -85,9 +86,7 @@ class Harness:
             live = self.slot.live
             values = data[start : start + batch]
             scores = live.scorer.score(values).scores
-            flags = live.threshold.classify(scores)
-            value = live.threshold.value
-            live.threshold.update(scores if value is None else np.minimum(scores, value))
+            flags, _ = classify_and_learn(live.threshold, scores)
             self.retrainer.observe(live, values, scores, flags)
             self.retrainer.wait(timeout_s=60)
 
