@@ -32,6 +32,7 @@ from safetensors.torch import save as save_tensors
 
 from streamae.exceptions import CheckpointError, ModelError
 from streamae.models import build_model
+from streamae.calibration import TailCalibration
 from streamae.scoring import ErrorStats, resolve_device
 from streamae.training import Detector, Scaler
 
@@ -96,11 +97,7 @@ def _header(detector: Detector, threshold_state: dict, metadata: dict, version: 
         "kind": model.kind,
         "input_shape": list(model.input_shape),
         "constructor_args": model.constructor_args(),
-        "error_stats": {
-            "method": stats.method,
-            "sample_centre": stats.sample_centre,
-            "sample_scale": stats.sample_scale,
-        },
+        "error_stats": {"method": stats.method, "calibration": stats.calibration.state()},
         "train_loss": float(detector.train_loss),
         "val_loss": float(detector.val_loss),
         "epochs_run": int(detector.epochs_run),
@@ -151,12 +148,12 @@ def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Check
         model = build_model(header["kind"], shape, **header["constructor_args"])
         weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(weights, strict=True)
-        scaler = Scaler.from_state({n: _as_array(tensors, f"scaler.{n}") for n in ("mean", "std")})
+        scaler = Scaler.from_state(
+            {n[7:]: t.numpy() for n, t in tensors.items() if n.startswith("scaler.")})
         sample_stats = header["error_stats"]
         stats = ErrorStats(
             method=sample_stats["method"],
-            sample_centre=float(sample_stats["sample_centre"]),
-            sample_scale=float(sample_stats["sample_scale"]),
+            calibration=TailCalibration.from_state(sample_stats["calibration"]),
             feature_centre=_as_array(tensors, "error_stats.feature_centre"),
             feature_scale=_as_array(tensors, "error_stats.feature_scale"),
         )

@@ -74,6 +74,7 @@ def train_config(model: ModelSettings, normalisation: str = "robust_z") -> Train
         validation_fraction=model.validation_fraction,
         patience=model.patience,
         seed=model.seed,
+        centre=model.centring,
     )
 
 
@@ -94,7 +95,8 @@ def calibrated_threshold(settings: ThresholdSettings, detector: Detector,
     flags from the first message."""
     threshold = build_threshold(settings.method, value=settings.value,
                                 quantile=settings.quantile, window=settings.window,
-                                min_samples=settings.min_samples, margin=settings.margin)
+                                min_samples=settings.min_samples, margin=settings.margin,
+                                false_alarm_rate=settings.false_alarm_rate)
     scores = detector.error_stats.normalise_scores(detector.validation_scores)
     if recent is not None:
         scores = np.concatenate([scores, np.asarray(recent, dtype=np.float32)])

@@ -1,9 +1,10 @@
 """The device-resident scorer and what turns raw errors into explainable numbers.
 
 Raw reconstruction errors mean nothing on their own: they depend on the model, the data
-and its scale. ``ErrorStats`` remembers how large they were on held-out normal data, so a
-normalised score of 3 means "3 (robust) sigmas above normal" for any model, and per-feature
-z-scores say which inputs an alert is about.
+and its scale. ``ErrorStats`` remembers how large they were on held-out normal data: the
+sample score becomes ``-log10`` of its tail probability among normal errors (see
+``calibration``), so a score of 4 means "one normal reading in 10,000 is this extreme" for
+any model, and per-feature z-scores say which inputs an alert is about.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from streamae.calibration import TailCalibration
 from streamae.exceptions import ModelError
 
 if TYPE_CHECKING:
@@ -26,7 +28,9 @@ logger = logging.getLogger(__name__)
 ErrorMethod = Literal["z", "robust_z"]
 MAD_TO_SIGMA = 1.4826  # MAD * this estimates sigma for gaussian data
 MIN_SCALE = 1e-8  # absolute floor of any scale
-RELATIVE_FLOOR = 0.01  # a scale is at least this share of the typical error
+# A feature's error scale is at least this share of the typical feature's: a pixel of blank
+# background or a channel reconstructed perfectly must not turn a tiny error into z = 1000s.
+RELATIVE_FLOOR = 0.1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,18 +57,17 @@ def _centre_scale(values: np.ndarray, method: ErrorMethod) -> tuple[np.ndarray, 
     else:
         raise ModelError(f"unknown error method {method!r}; expected 'z' or 'robust_z'")
     # A feature that is always reconstructed perfectly would get scale 0 and turn the
-    # smallest error into an enormous z; floor it against the typical error instead.
+    # smallest error into an enormous z; floor it against the typical feature's error.
     floor = max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(np.abs(centre) + scale)))
     return centre.astype(np.float32), np.maximum(scale, floor).astype(np.float32)
 
 
 @dataclass
 class ErrorStats:
-    """How large errors are on normal data: per sample and per feature."""
+    """How large errors are on normal data: per sample (calibrated) and per feature (z)."""
 
-    method: ErrorMethod
-    sample_centre: float
-    sample_scale: float
+    method: ErrorMethod  # how per-feature errors become z
+    calibration: TailCalibration  # raw sample score -> -log10 tail probability
     feature_centre: np.ndarray  # (*input_shape,)
     feature_scale: np.ndarray  # (*input_shape,)
 
@@ -72,18 +75,18 @@ class ErrorStats:
     def from_errors(
         cls, sample_scores: np.ndarray, feature_errors: np.ndarray, method: ErrorMethod
     ) -> ErrorStats:
-        """Fit on raw scores (N,) and per-feature errors (N, *shape) of normal samples."""
-        scores = np.asarray(sample_scores, dtype=np.float64).reshape(-1, 1)
+        """Fit on raw scores (N,) and per-feature errors (N, *shape) of held-out normal
+        samples (never the ones the model was fitted on: those errors are optimistic)."""
+        scores = np.asarray(sample_scores, dtype=np.float64).ravel()
         errors = np.asarray(feature_errors, dtype=np.float64)
-        if len(scores) == 0 or len(errors) != len(scores):
-            raise ModelError(f"need matching non-empty errors, got {len(scores)}/{len(errors)}")
-        s_centre, s_scale = _centre_scale(scores, method)
+        if len(scores) < 2 or len(errors) != len(scores):
+            raise ModelError(f"need >= 2 matching errors, got {len(scores)}/{len(errors)}")
         f_centre, f_scale = _centre_scale(errors, method)
-        return cls(method, float(s_centre[0]), float(s_scale[0]), f_centre, f_scale)
+        return cls(method, TailCalibration.fit(scores), f_centre, f_scale)
 
     def normalise_scores(self, raw: np.ndarray) -> np.ndarray:
-        """Raw per-sample scores -> sigmas above normal."""
-        return ((raw - self.sample_centre) / self.sample_scale).astype(np.float32)
+        """Raw per-sample scores -> calibrated scores, ``-log10`` P(normal >= raw)."""
+        return self.calibration.scores(raw)
 
     def normalise_features(self, errors: np.ndarray) -> np.ndarray:
         """Per-feature squared errors (B, *shape) -> per-feature z."""
@@ -93,8 +96,7 @@ class ErrorStats:
         """JSON-able state; arrays as nested lists with their shape."""
         return {
             "method": self.method,
-            "sample_centre": self.sample_centre,
-            "sample_scale": self.sample_scale,
+            "calibration": self.calibration.state(),
             "shape": list(self.feature_centre.shape),
             "feature_centre": self.feature_centre.ravel().tolist(),
             "feature_scale": self.feature_scale.ravel().tolist(),
@@ -110,9 +112,8 @@ class ErrorStats:
             method = state["method"]
             if method not in ("z", "robust_z"):
                 raise ValueError(f"unknown method {method!r}")
-            return cls(
-                method, float(state["sample_centre"]), float(state["sample_scale"]), centre, scale
-            )
+            calibration = TailCalibration.from_state(state["calibration"])
+            return cls(method, calibration, centre, scale)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"malformed error stats: {exc}") from exc
 
@@ -121,11 +122,12 @@ class ErrorStats:
 class ScoreBatch:
     """Scores of one batch, everything in numpy and in the input's original units."""
 
-    scores: np.ndarray  # (B,) normalised: sigmas above normal
+    scores: np.ndarray  # (B,) calibrated: -log10 P(normal error >= this one)
     raw_scores: np.ndarray  # (B,) the model's own score
     feature_z: np.ndarray  # (B, *shape)
     reconstructed: np.ndarray  # (B, *shape), original units
     latent: np.ndarray | None = None  # (B, latent_size), posterior mean for VAEs
+    unseen: np.ndarray | None = None  # (B, *shape) bools: constant-in-training, now changed
 
 
 class Scorer:
@@ -163,13 +165,14 @@ class Scorer:
                 result = self.model.analyse(self._to_device(array[start : start + self.max_batch]))
                 parts.append([t.float().cpu().numpy() for t in result])
         recon, latent, raw, errors = (np.concatenate(p) for p in zip(*parts, strict=True))
-        stats = self.detector.error_stats
+        stats, scaler = self.detector.error_stats, self.detector.scaler
         return ScoreBatch(
             scores=stats.normalise_scores(raw),
             raw_scores=raw,
             feature_z=stats.normalise_features(errors),
-            reconstructed=self.detector.scaler.inverse(recon),
+            reconstructed=scaler.inverse(recon, like=array),
             latent=latent,
+            unseen=scaler.unseen(array) if scaler.constant.any() else None,
         )
 
     def encode(self, batch: np.ndarray) -> np.ndarray:

@@ -96,7 +96,7 @@ class WindowSettings(Section):
 class ModelSettings(Section):
     kind: Literal["dense", "denoising", "vae", "conv", "conv1d"] = "dense"
     hidden_sizes: IntList = [64, 32]
-    latent_size: int = Field(8, ge=1)
+    latent_size: int | None = Field(None, ge=1)  # None: about sqrt(input width), always smaller
     epochs: int = Field(30, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
@@ -107,6 +107,9 @@ class ModelSettings(Section):
     validation_fraction: float = Field(0.3, gt=0, lt=1)  # also calibrates the threshold
     patience: int = Field(5, ge=1)  # early stop after this many epochs without progress
     seed: int = 0
+    # Windows: which features the model judges by shape rather than level. "auto" centres
+    # a scalar stream and any feature whose level wanders in training (streamae/scaling.py).
+    centring: Literal["auto", "none", "all"] = "auto"
 
     _split_hidden = field_validator("hidden_sizes", mode="before")(_split_csv)
 
@@ -117,13 +120,17 @@ class BatchSettings(Section):
 
 
 class ThresholdSettings(Section):
-    method: Literal["static", "quantile", "spot", "limit"] = "limit"
+    # Scores are -log10 of a reading's tail probability among normal readings; the default
+    # flags readings rarer than false_alarm_rate (score > 4 for 1e-4).
+    method: Literal["false_alarm_rate", "static", "quantile", "spot", "limit"] = (
+        "false_alarm_rate")
+    false_alarm_rate: float = Field(1e-4, gt=0, lt=1)
     value: float = Field(3.0, gt=0)  # static threshold on the score
     quantile: float = Field(0.995, gt=0, lt=1)
     margin: float = Field(1.75, ge=1)  # limit: margin x the largest calibration score
     window: int = Field(10_000, ge=10)  # recent scores the rolling quantile covers
     min_samples: int = Field(100, ge=1)  # nothing is flagged before this many scores
-    normalisation: Literal["z", "robust_z"] = "robust_z"
+    normalisation: Literal["z", "robust_z"] = "robust_z"  # per-feature z in explanations
     top_k: int = Field(3, ge=1)  # deviating features named in each event
 
 

@@ -5,6 +5,11 @@ Every threshold follows River's ``QuantileFilter`` habits: ``update(scores)`` le
 warm (``value`` is None before). ``state()`` is a JSON-able dict that
 :func:`threshold_from_state` turns back into an equal threshold.
 
+Scores are calibrated (``-log10`` of a reading's tail probability among normal readings,
+see ``calibration``), so every method here works on one scale:
+
+* :class:`FalseAlarmRateThreshold` (the default): the score ``-log10(rate)``; a target
+  false-alarm rate an operator can read, the same before and after every retrain.
 * :class:`StaticThreshold`: a fixed value, warm from the start.
 * :class:`RollingQuantileThreshold`: the ``quantile`` of the last ``window`` scores.
 * :class:`LimitThreshold`: a control limit, ``margin`` times the largest calibration
@@ -27,6 +32,8 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from streamae.calibration import fit_gpd
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +95,21 @@ class StaticThreshold:
 
     def state(self) -> dict:
         return {"method": self.method, "value": self._value}
+
+
+class FalseAlarmRateThreshold(StaticThreshold):
+    """Flag readings rarer than ``rate`` among normal ones: score > ``-log10(rate)``."""
+
+    method = "false_alarm_rate"
+
+    def __init__(self, rate: float) -> None:
+        if not 0.0 < rate < 1.0:
+            raise ValueError(f"false-alarm rate must be in (0, 1), got {rate}")
+        self.rate = float(rate)
+        super().__init__(-math.log10(rate))
+
+    def state(self) -> dict:
+        return {"method": self.method, "rate": self.rate}
 
 
 class LimitThreshold:
@@ -236,30 +258,6 @@ def classify_and_learn(
     return flags, value
 
 
-def fit_gpd(excesses: np.ndarray) -> tuple[float, float]:
-    """Generalised Pareto (shape gamma, scale sigma) by probability-weighted moments.
-
-    Hosking & Wallis (1987): closed form, valid for gamma < 1 (method of moments needs
-    gamma < 1/2), so it is robust on heavy tails. Falls back to the exponential (gamma = 0)
-    when there are too few excesses.
-    """
-    y = np.sort(np.asarray(excesses, dtype=np.float64))
-    n = y.size
-    if n == 0:
-        return 0.0, 1e-12
-    a0 = float(y.mean())
-    if n < 3 or a0 <= 0.0:
-        return 0.0, max(a0, 1e-12)
-    p = (np.arange(1, n + 1) - 0.35) / n
-    a1 = float(np.mean((1.0 - p) * y))
-    denom = a0 - 2.0 * a1
-    if denom <= 0.0:
-        return 0.0, a0
-    gamma = float(np.clip(2.0 - a0 / denom, -0.9, 0.9))
-    sigma = 2.0 * a0 * a1 / denom
-    return gamma, max(sigma, 1e-12)
-
-
 class SpotThreshold:
     """SPOT: the score exceeded with probability ``risk``, from a GPD fit of the tail.
 
@@ -394,7 +392,7 @@ class SpotThreshold:
         return spot
 
 
-METHODS = ("static", "quantile", "spot", "limit")
+METHODS = ("false_alarm_rate", "static", "quantile", "spot", "limit")
 
 
 def build_threshold(
@@ -407,12 +405,15 @@ def build_threshold(
     risk: float | None = None,
     level: float | None = None,
     margin: float = 2.0,
+    false_alarm_rate: float = 1e-4,
 ) -> Threshold:
     """The threshold named by ``method``; raises ValueError for unknown methods or bad values.
 
     For ``spot`` the risk defaults to ``1 - quantile`` and the initial level to
     ``min(0.98, 1 - 10 * risk)``; ``window`` bounds the peaks kept.
     """
+    if method == "false_alarm_rate":
+        return FalseAlarmRateThreshold(false_alarm_rate)
     if method == "static":
         return StaticThreshold(value)
     if method == "quantile":
@@ -430,6 +431,8 @@ def threshold_from_state(state: dict) -> Threshold:
     """Rebuild a threshold from :meth:`state` (e.g. read from a checkpoint's JSON)."""
     method = state.get("method") if isinstance(state, dict) else None
     try:
+        if method == "false_alarm_rate":
+            return FalseAlarmRateThreshold(float(state["rate"]))
         if method == "static":
             return StaticThreshold(float(state["value"]))
         if method == "quantile":

@@ -20,6 +20,7 @@ import torch
 
 from streamae.exceptions import ModelError
 from streamae.models import AutoEncoder, build_model
+from streamae.scaling import Centring, Scaler
 from streamae.scoring import ErrorMethod, ErrorStats, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -39,58 +40,8 @@ class TrainConfig:
     validation_fraction: float = 0.2  # held out for early stopping and error statistics
     patience: int = 5  # epochs without validation improvement before stopping
     seed: int = 0  # torch and numpy seeds, and the split
-    error_method: ErrorMethod = "robust_z"  # how ErrorStats normalises errors
-
-
-class Scaler:
-    """Standardisation fitted on training data: per feature (last axis) or one global.
-
-    Images use one global mean/std (pixels share a scale, and per-pixel statistics would
-    erase the structure the conv model learns); vectors and windows use one per feature.
-    """
-
-    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.asarray(std, dtype=np.float32)
-        if self.mean.shape != self.std.shape or self.mean.ndim > 1:
-            raise ModelError(f"scaler mean/std shapes {self.mean.shape}/{self.std.shape}")
-        if not (np.all(np.isfinite(self.mean)) and np.all(self.std > 0)):
-            raise ModelError("scaler needs finite means and positive stds")
-
-    @property
-    def per_feature(self) -> bool:
-        """True when there is one mean/std per feature of the last axis."""
-        return self.mean.ndim == 1
-
-    @classmethod
-    def fit(cls, data: np.ndarray, per_feature: bool) -> Scaler:
-        """Fit on (N, *shape); std floored at 1e-3 of the feature's magnitude (min 1e-3)."""
-        x = np.asarray(data, dtype=np.float64)
-        axes = tuple(range(x.ndim - 1)) if per_feature else None
-        mean = x.mean(axis=axes)
-        std = x.std(axis=axes)
-        std = np.maximum(std, 1e-3 * np.maximum(1.0, np.abs(mean)))
-        return cls(mean, std)
-
-    def transform(self, data: np.ndarray) -> np.ndarray:
-        """Original units -> standardised float32."""
-        return ((np.asarray(data, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
-
-    def inverse(self, data: np.ndarray) -> np.ndarray:
-        """Standardised -> original units."""
-        return (np.asarray(data, dtype=np.float32) * self.std + self.mean).astype(np.float32)
-
-    def state(self) -> dict[str, np.ndarray]:
-        """The arrays (``mean`` and ``std``; 0-d when global)."""
-        return {"mean": self.mean.copy(), "std": self.std.copy()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, np.ndarray]) -> Scaler:
-        """Inverse of ``state``."""
-        try:
-            return cls(np.asarray(state["mean"]), np.asarray(state["std"]))
-        except KeyError as exc:
-            raise ModelError(f"scaler state lacks {exc}") from exc
+    error_method: ErrorMethod = "robust_z"  # how ErrorStats normalises feature errors
+    centre: Centring = "auto"  # windows: which features are judged by shape, not level
 
 
 @dataclass
@@ -225,7 +176,7 @@ def fit(
         raise ModelError(f"bad model arguments for {kind!r}: {exc}") from exc
     model.to(target)
     train_idx, val_idx = _split(len(x), config.validation_fraction, rng)
-    scaler = Scaler.fit(x[train_idx], per_feature=len(x.shape) < 4)
+    scaler = Scaler.fit(x[train_idx], per_feature=len(x.shape) < 4, centre=config.centre)
     scaled = torch.from_numpy(scaler.transform(x)).to(target)
     x_train, x_val = scaled[train_idx], scaled[val_idx]
 

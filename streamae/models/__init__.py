@@ -16,6 +16,7 @@ Kinds and which options they honour:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 from streamae.exceptions import ModelError
@@ -30,6 +31,7 @@ KINDS = ("dense", "denoising", "vae", "conv", "conv1d")
 
 __all__ = [
     "KINDS",
+    "default_latent_size",
     "AutoEncoder",
     "Conv1dAutoEncoder",
     "ConvAutoEncoder",
@@ -61,19 +63,30 @@ def _check_args(
         )
 
 
+def default_latent_size(input_shape: Sequence[int]) -> int:
+    """A bottleneck that compresses whatever the input's width: about sqrt(width), at most
+    a quarter of it and 32. A latent as wide as the input lets a model drift toward the
+    identity and reconstruct anomalies as well as normal data."""
+    width = math.prod(int(s) for s in input_shape)
+    return max(1, min(32, width // 4, round(math.sqrt(width))))
+
+
 def build_model(
     kind: str,
     input_shape: Sequence[int],
     *,
     hidden_sizes: Sequence[int] = (64, 32),
-    latent_size: int = 8,
+    latent_size: int | None = None,
     noise_std: float = 0.1,
     mask_probability: float = 0.1,
     beta: float = 1.0,
     variational: bool = False,
 ) -> AutoEncoder:
-    """Build a fresh model of ``kind`` for samples shaped ``input_shape``."""
+    """Build a fresh model of ``kind`` for samples shaped ``input_shape``; ``latent_size``
+    None follows the input's width (``default_latent_size``)."""
     shape = tuple(int(s) for s in input_shape)
+    if latent_size is None:
+        latent_size = default_latent_size(shape)
     hidden = tuple(int(h) for h in hidden_sizes)
     _check_args(shape, hidden, latent_size, noise_std, mask_probability, beta)
     if kind in ("dense", "denoising", "vae"):

@@ -62,7 +62,11 @@ def test_trained_model_separates_shifted_and_decorrelated_data(kind):
     normal_scores = scorer.score(normal).scores
     shifted_scores = scorer.score(shifted).scores
     assert np.median(normal_scores) < 1.0
-    assert shifted_scores.mean() > normal_scores.mean() + 3
+    # Calibrated scale: at a 1% false-alarm rate (score 2) most shifted readings are caught.
+    # 200 held-out samples calibrate a 1% tail to within a few x (the calibration property
+    # test measures it on realistic sizes).
+    assert np.mean(normal_scores > 2) < 0.05
+    assert np.mean(shifted_scores > 2) > 0.5
     assert auc(normal_scores, shifted_scores) > 0.95
     # At beta=1 a VAE trades the fine correlation structure for a smooth latent (a broken
     # correlation scores AUC ~0.6); beta=0.1 brings it to ~0.8. Dense models keep it.
