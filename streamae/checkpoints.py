@@ -30,15 +30,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from streamae.calibration import TailCalibration
 from streamae.exceptions import CheckpointError, ModelError
 from streamae.models import build_model
-from streamae.calibration import TailCalibration
 from streamae.scoring import ErrorStats, resolve_device
 from streamae.training import Detector, Scaler
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the layout changes; older readers refuse newer formats
+FORMAT = 2  # 2: calibrated scores; bump when the layout changes; older readers refuse newer formats
 MAX_VALIDATION_SCORES = 20_000  # more add nothing to a threshold warm-up
 _NAME = re.compile(r"^model-(\d{6,})\.(safetensors|json)$")
 
@@ -78,7 +78,7 @@ def _tensors(detector: Detector) -> dict[str, torch.Tensor]:
     for name, array in detector.scaler.state().items():
         tensors[f"scaler.{name}"] = torch.from_numpy(np.ascontiguousarray(array, np.float32))
     stats = detector.error_stats
-    for name in ("feature_centre", "feature_scale"):
+    for name in ("feature_centre", "feature_scale", "feature_mean"):
         array = np.ascontiguousarray(getattr(stats, name), np.float32)
         tensors[f"error_stats.{name}"] = torch.from_numpy(array)
     scores = np.asarray(detector.validation_scores, np.float32).ravel()
@@ -156,8 +156,10 @@ def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Check
             calibration=TailCalibration.from_state(sample_stats["calibration"]),
             feature_centre=_as_array(tensors, "error_stats.feature_centre"),
             feature_scale=_as_array(tensors, "error_stats.feature_scale"),
+            feature_mean=_as_array(tensors, "error_stats.feature_mean"),
         )
-        if stats.feature_centre.shape != shape or stats.feature_scale.shape != shape:
+        if any(a.shape != shape for a in (stats.feature_centre, stats.feature_scale,
+                                          stats.feature_mean)):
             raise CheckpointError(f"error statistics do not match input shape {shape}")
         detector = Detector(
             model=model.to(resolve_device(device)).eval(),

@@ -16,10 +16,11 @@ scoring can never disagree about it. Three rules keep any column from ruling the
 
 Windows ``(N, L, D)`` may have features **centred**: each window's own mean is subtracted,
 so the model judges the feature's shape in the window, not its level. ``auto`` centres a
-feature whose level wanders in training far more than its within-window noise explains
-(a drifting temperature, a slow cycle), and always a scalar stream's only feature: a level
-shift is then flagged while the window straddles the jump, and the new level is normal
-afterwards instead of flagging every reading that follows.
+feature that drifts in training (its level trends across training by more than it varies
+around the trend: a temperature following the room), and always a scalar stream's only feature:
+a level shift is then flagged while the window straddles the jump, and the new level is
+normal afterwards instead of flagging every reading that follows. A level that recurs (a
+cycle, a setpoint following a command) keeps its meaning.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from streamae.exceptions import ModelError
 
 Centring = Literal["auto", "none", "all"]
 CLIP = 10.0  # sigmas; standardised inputs are clipped to +-CLIP
-MAGNITUDE_FLOOR = 1e-4  # a std is at least this share of the feature's magnitude
+MAGNITUDE_FLOOR = 1e-6  # a std is at least this share of the magnitude (~16 float32 ulps)
 ABSOLUTE_FLOOR = 1e-6
-# auto-centring: centre when the spread of window means exceeds this many within-window
-# standard deviations (white noise gives about 1/sqrt(L), i.e. 0.25 for L=16).
-LEVEL_RATIO = 1.0
+# auto-centring: a feature drifts when its level's linear trend over training exceeds this
+# many standard deviations of the level around that trend.
+DRIFT_RATIO = 1.0
 RESOLUTION_ROWS = 20_000  # rows sampled to find a feature's resolution
 
 
@@ -49,16 +50,28 @@ def _resolution(rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def _drifting(levels: np.ndarray) -> np.ndarray:
+    """(N, D) window means in time order -> per feature: does the level trend across
+    training by more than it varies around the trend? A recurring level (a cycle, a setpoint
+    following a command) does not; a drift (a temperature following the room) does."""
+    n = len(levels)
+    if n < 4:
+        return np.zeros(levels.shape[1], dtype=bool)
+    t = np.linspace(-0.5, 0.5, n)[:, None]  # spans 1 across training
+    centred = levels - levels.mean(axis=0)
+    slope = (t * centred).sum(axis=0) / (t * t).sum()  # level change over all of training
+    spread = (centred - t * slope).std(axis=0)
+    return np.abs(slope) > DRIFT_RATIO * np.maximum(spread, ABSOLUTE_FLOOR)
+
+
 def _choose_centred(x: np.ndarray, centre: Centring) -> np.ndarray:
-    """Which features of windows (N, L, D) to centre; all False for other shapes."""
+    """Which features of windows (N, L, D), in time order, to centre; none for other shapes."""
     width = x.shape[-1]
     if x.ndim != 3 or centre == "none":
         return np.zeros(width, dtype=bool)
     if centre == "all" or width == 1:
         return np.ones(width, dtype=bool)
-    level_spread = x.mean(axis=1).std(axis=0)  # (D,) how far window means wander
-    noise = x.std(axis=1).mean(axis=0)  # (D,) typical spread inside a window
-    return level_spread > LEVEL_RATIO * np.maximum(noise, ABSOLUTE_FLOOR)
+    return _drifting(x.mean(axis=1))
 
 
 def _centre(x: np.ndarray, centred: np.ndarray) -> np.ndarray:
@@ -103,7 +116,8 @@ class Scaler:
 
     @classmethod
     def fit(cls, data: np.ndarray, per_feature: bool, centre: Centring = "none") -> Scaler:
-        """Fit on (N, *shape) in original units; see the module docstring for the rules."""
+        """Fit on (N, *shape) in original units and time order (auto-centring looks for
+        drift); see the module docstring for the rules."""
         x = np.asarray(data, dtype=np.float64)
         if not per_feature:
             std = max(float(x.std()), MAGNITUDE_FLOOR * abs(float(x.mean())), ABSOLUTE_FLOOR)

@@ -64,12 +64,41 @@ def _centre_scale(values: np.ndarray, method: ErrorMethod) -> tuple[np.ndarray, 
 
 @dataclass
 class ErrorStats:
-    """How large errors are on normal data: per sample (calibrated) and per feature (z)."""
+    """How large errors are on normal data: per sample (calibrated) and per feature (z).
+
+    A sample's raw score weighs each feature's error by that feature's typical error on
+    normal data (``sample_raw``): a feature the model reconstructs well is not drowned by
+    a noisy one, so a small deviation of a well-predicted channel still counts. The raw
+    score is then calibrated to a tail probability.
+    """
 
     method: ErrorMethod  # how per-feature errors become z
     calibration: TailCalibration  # raw sample score -> -log10 tail probability
     feature_centre: np.ndarray  # (*input_shape,)
     feature_scale: np.ndarray  # (*input_shape,)
+    feature_mean: np.ndarray  # (*input_shape,) mean error, weighs features in the raw score
+
+    def __post_init__(self) -> None:
+        self._weight: np.ndarray | None = None
+
+    def _weights(self) -> np.ndarray:
+        """Per feature: 1 / its typical error, floored at a share of the typical feature's
+        (a pixel of blank background must not weigh a thousand times a stroke)."""
+        if self._weight is None:
+            typical = np.asarray(self.feature_mean, dtype=np.float64)
+            floor = max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(typical)))
+            self._weight = (1.0 / np.maximum(typical, floor)).astype(np.float32)
+        return self._weight
+
+    def sample_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray) -> np.ndarray:
+        """A model's per-sample scores (B,) and feature errors (B, *shape) -> raw scores:
+        the mean of feature errors, each in units of its typical error."""
+        flat = np.asarray(feature_errors, dtype=np.float32).reshape(len(feature_errors), -1)
+        weighted = flat @ (self._weights().reshape(-1) / flat.shape[1])
+        # What the model adds beyond reconstruction (a VAE's KL term), at the mean weight.
+        extra = np.asarray(model_scores, dtype=np.float32).ravel() - flat.mean(axis=1)
+        mean_error = max(float(np.mean(self.feature_mean)), MIN_SCALE)
+        return weighted + np.maximum(extra, 0.0) / mean_error
 
     @classmethod
     def from_errors(
@@ -82,7 +111,10 @@ class ErrorStats:
         if len(scores) < 2 or len(errors) != len(scores):
             raise ModelError(f"need >= 2 matching errors, got {len(scores)}/{len(errors)}")
         f_centre, f_scale = _centre_scale(errors, method)
-        return cls(method, TailCalibration.fit(scores), f_centre, f_scale)
+        f_mean = errors.mean(axis=0).astype(np.float32)
+        uncalibrated = cls(method, TailCalibration.fit(scores), f_centre, f_scale, f_mean)
+        raw = uncalibrated.sample_raw(scores, errors)
+        return cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean)
 
     def normalise_scores(self, raw: np.ndarray) -> np.ndarray:
         """Raw per-sample scores -> calibrated scores, ``-log10`` P(normal >= raw)."""
@@ -100,6 +132,7 @@ class ErrorStats:
             "shape": list(self.feature_centre.shape),
             "feature_centre": self.feature_centre.ravel().tolist(),
             "feature_scale": self.feature_scale.ravel().tolist(),
+            "feature_mean": self.feature_mean.ravel().tolist(),
         }
 
     @classmethod
@@ -112,8 +145,9 @@ class ErrorStats:
             method = state["method"]
             if method not in ("z", "robust_z"):
                 raise ValueError(f"unknown method {method!r}")
+            mean = np.asarray(state["feature_mean"], dtype=np.float32).reshape(shape)
             calibration = TailCalibration.from_state(state["calibration"])
-            return cls(method, calibration, centre, scale)
+            return cls(method, calibration, centre, scale, mean)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"malformed error stats: {exc}") from exc
 
@@ -123,7 +157,7 @@ class ScoreBatch:
     """Scores of one batch, everything in numpy and in the input's original units."""
 
     scores: np.ndarray  # (B,) calibrated: -log10 P(normal error >= this one)
-    raw_scores: np.ndarray  # (B,) the model's own score
+    raw_scores: np.ndarray  # (B,) feature-weighted error, before calibration
     feature_z: np.ndarray  # (B, *shape)
     reconstructed: np.ndarray  # (B, *shape), original units
     latent: np.ndarray | None = None  # (B, latent_size), posterior mean for VAEs
@@ -164,8 +198,9 @@ class Scorer:
             for start in range(0, max(len(array), 1), self.max_batch):
                 result = self.model.analyse(self._to_device(array[start : start + self.max_batch]))
                 parts.append([t.float().cpu().numpy() for t in result])
-        recon, latent, raw, errors = (np.concatenate(p) for p in zip(*parts, strict=True))
+        recon, latent, model_raw, errors = (np.concatenate(p) for p in zip(*parts, strict=True))
         stats, scaler = self.detector.error_stats, self.detector.scaler
+        raw = stats.sample_raw(model_raw, errors)
         return ScoreBatch(
             scores=stats.normalise_scores(raw),
             raw_scores=raw,

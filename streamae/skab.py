@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import itertools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -34,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamae.replay import replay_rows
 from streamae.settings import Settings, load_settings
-from streamae.thresholds import classify_and_learn
 
 FIT_ROWS = 400
 SENSORS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
@@ -180,24 +179,6 @@ class FileResult:
     retrains: list[str] = field(default_factory=list)  # retrainer outcomes, oldest first
 
 
-def per_row(n_rows: int, rows: Sequence[int], scores: Sequence[float],
-            flags: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
-    """Window verdicts keyed by their last row -> per-row arrays, carried forward."""
-    score_at = np.full(n_rows, np.nan)
-    flag_at = np.zeros(n_rows, dtype=bool)
-    seen = np.zeros(n_rows, dtype=bool)
-    score_at[list(rows)] = scores
-    flag_at[list(rows)] = flags
-    seen[list(rows)] = True
-    last = np.maximum.accumulate(np.where(seen, np.arange(n_rows), -1))
-    have = last >= 0
-    out_scores = np.full(n_rows, np.nan)
-    out_flags = np.zeros(n_rows, dtype=bool)
-    out_scores[have] = score_at[last[have]]
-    out_flags[have] = flag_at[last[have]]
-    return out_scores, out_flags
-
-
 @dataclass
 class Figure:
     """One row of the table: pooled confusion and ROC AUC over the evaluated rows."""
@@ -277,57 +258,6 @@ def settings_from_env(env: dict[str, str]) -> Settings:
 
 # -- the in-process replay -------------------------------------------------------------
 def replay(file: SkabFile, settings: Settings, retrain: bool = False) -> FileResult:
-    """One file through the daemon's parts in order, no broker: window, cold start on the
-    first ``settings.warmup_size`` windows, score them and then the rest in batches of
-    ``settings.batch.max_size``, threshold as the daemon does, optionally the retrainer
-    (waited for after each batch, as a 1 Hz stream would allow)."""
-    from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
-    from streamae.metrics import Metrics
-    from streamae.scoring import Scorer
-    from streamae.windows import Centring, WindowBuilder
-
-    w = settings.window
-    builder = WindowBuilder(w.length, w.stride, w.max_keys, w.late_policy)
-    centred = Centring(w.centred_features).columns(SENSORS)
-    windows, rows = [], []
-    for i, (ts, row) in enumerate(zip(file.ts_ms, file.values, strict=True)):
-        for built in builder.push(file.name, int(ts), row):
-            windows.append(Centring.apply(built.values, centred))
-            rows.append(i)
-    data = np.stack(windows).astype(np.float32)
-    warm = settings.warmup_size
-    detector = train_detector(data[:warm], settings.model, settings.device)
-    threshold = calibrated_threshold(settings.threshold, detector)
-    slot = ModelSlot()
-    slot.swap(LiveModel(Scorer(detector, settings.device, settings.batch.max_size),
-                        threshold, 1))
-    retrainer = None
-    if retrain:
-        from streamae.retrain import Retrainer
-
-        retrainer = Retrainer(settings.retrain, settings.model, settings.threshold,
-                              settings.checkpoints, settings.device, slot, Metrics(),
-                              max_batch=settings.batch.max_size)
-    bounds = [0, warm, *range(warm + settings.batch.max_size, len(data),
-                              settings.batch.max_size), len(data)]
-    scores, flags = [], []
-    try:
-        for start, end in itertools.pairwise(bounds):
-            if start >= end:
-                continue
-            live = slot.live
-            batch = data[start:end]
-            result = live.scorer.score(batch)
-            batch_flags, _ = classify_and_learn(live.threshold, result.scores)
-            scores.append(result.scores)
-            flags.append(batch_flags)
-            if retrainer is not None:
-                retrainer.observe(live, batch, result.scores, batch_flags)
-                retrainer.wait()
-    finally:
-        if retrainer is not None:
-            retrainer.close()
-    row_scores, row_flags = per_row(len(file.labels), rows, np.concatenate(scores),
-                                    np.concatenate(flags))
-    return FileResult(file.name, file.labels, row_scores, row_flags,
-                      list(retrainer.outcomes) if retrainer is not None else [])
+    """One file through the daemon's parts in order, no broker (see ``streamae.replay``)."""
+    result = replay_rows(file.name, file.ts_ms, file.values, settings, SENSORS, retrain)
+    return FileResult(file.name, file.labels, result.scores, result.flags, result.retrains)

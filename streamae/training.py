@@ -176,7 +176,8 @@ def fit(
         raise ModelError(f"bad model arguments for {kind!r}: {exc}") from exc
     model.to(target)
     train_idx, val_idx = _split(len(x), config.validation_fraction, rng)
-    scaler = Scaler.fit(x[train_idx], per_feature=len(x.shape) < 4, centre=config.centre)
+    scaler = Scaler.fit(x[np.sort(train_idx)], per_feature=len(x.shape) < 4,
+                        centre=config.centre)
     scaled = torch.from_numpy(scaler.transform(x)).to(target)
     x_train, x_val = scaled[train_idx], scaled[val_idx]
 
@@ -197,6 +198,7 @@ def _finish(
     """Calibrate error statistics on the validation split; return the model on CPU."""
     scores, errors = _evaluate(model, x_val, config.batch_size)
     stats = ErrorStats.from_errors(scores, errors, config.error_method)
+    scores = stats.sample_raw(scores, errors)
     model = model.cpu().eval()
     logger.info(
         "model_trained kind=%s epochs=%d train_loss=%.5f val_loss=%.5f seconds=%.2f",

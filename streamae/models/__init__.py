@@ -31,13 +31,13 @@ KINDS = ("dense", "denoising", "vae", "conv", "conv1d")
 
 __all__ = [
     "KINDS",
-    "default_latent_size",
     "AutoEncoder",
     "Conv1dAutoEncoder",
     "ConvAutoEncoder",
     "DenseAutoEncoder",
     "DenseVAE",
     "build_model",
+    "default_latent_size",
 ]
 
 

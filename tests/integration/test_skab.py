@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamae import skab
+from streamae import replay, skab
 from tests.conftest import load_script
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def test_metrics_follow_skab_definitions():
     assert skab.roc_auc(np.array([0.1, 0.2, 0.3, 0.4]), labels) == 1.0
     assert skab.roc_auc(np.array([0.4, 0.3, 0.2, 0.1]), labels) == 0.0
     assert skab.roc_auc(np.ones(4), labels) == 0.5  # ties count half
-    scores, flags = skab.per_row(6, [2, 4], [1.0, 2.0], [False, True])
+    scores, flags = replay.per_row(6, [2, 4], [1.0, 2.0], [False, True])
     assert np.isnan(scores[:2]).all() and scores[2:].tolist() == [1.0, 1.0, 2.0, 2.0]
     assert flags.tolist() == [False, False, False, False, True, True]
     assert skab.warmup_windows(16) == 385 and skab.warmup_windows(16, 4) == 97

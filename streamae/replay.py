@@ -1,0 +1,110 @@
+"""Recorded rows through the daemon's own parts, in order, without a broker.
+
+The same window builder, centring, ``train_detector``, ``calibrated_threshold``, ``Scorer``
+and ``thresholds.classify_and_learn`` as ``streamae run``, optionally the ``Retrainer``:
+what a deployment would have said about a recording, fast enough to evaluate and tune on.
+A row's verdict is that of the newest window ending at or before it (with stride 1, its
+own); rows before the first window carry NaN and no flag.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamae.settings import Settings
+from streamae.thresholds import classify_and_learn
+
+
+@dataclass
+class RowVerdicts:
+    """Per-row scores (NaN before the first window) and flags, and retrain outcomes."""
+
+    scores: np.ndarray
+    flags: np.ndarray
+    retrains: list[str] = field(default_factory=list)
+
+
+def per_row(n_rows: int, rows: Sequence[int], scores: Sequence[float],
+            flags: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Window verdicts keyed by their last row -> per-row arrays, carried forward."""
+    score_at = np.full(n_rows, np.nan)
+    flag_at = np.zeros(n_rows, dtype=bool)
+    seen = np.zeros(n_rows, dtype=bool)
+    score_at[list(rows)] = scores
+    flag_at[list(rows)] = flags
+    seen[list(rows)] = True
+    last = np.maximum.accumulate(np.where(seen, np.arange(n_rows), -1))
+    have = last >= 0
+    out_scores = np.full(n_rows, np.nan)
+    out_flags = np.zeros(n_rows, dtype=bool)
+    out_scores[have] = score_at[last[have]]
+    out_flags[have] = flag_at[last[have]]
+    return out_scores, out_flags
+
+
+def _samples(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Settings,
+             names: Sequence[str] | None) -> tuple[np.ndarray, list[int]]:
+    """What the model sees for each row (windows for window input) and the row of each."""
+    if settings.input.kind != "window":
+        return np.asarray(values, dtype=np.float32), list(range(len(values)))
+    from streamae.windows import Centring, WindowBuilder
+
+    w = settings.window
+    builder = WindowBuilder(w.length, w.stride, w.max_keys, w.late_policy)
+    centred = Centring(w.centred_features).columns(tuple(names) if names else None)
+    windows, rows = [], []
+    for i, (ts, row) in enumerate(zip(ts_ms, values, strict=True)):
+        for built in builder.push(key, int(ts), row):
+            windows.append(Centring.apply(built.values, centred))
+            rows.append(i)
+    return np.stack(windows).astype(np.float32), rows
+
+
+def replay_rows(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Settings,
+                names: Sequence[str] | None = None, retrain: bool = False) -> RowVerdicts:
+    """Train on the first ``settings.warmup_size`` samples (windows), then score them and
+    the rest in batches of ``settings.batch.max_size`` as the daemon does; with ``retrain``
+    the retrainer runs too (waited for after each batch, as a slow stream would allow)."""
+    from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
+    from streamae.metrics import Metrics
+    from streamae.scoring import Scorer
+
+    data, rows = _samples(key, ts_ms, values, settings, names)
+    warm = settings.warmup_size
+    detector = train_detector(data[:warm], settings.model, settings.device)
+    slot = ModelSlot()
+    slot.swap(LiveModel(Scorer(detector, settings.device, settings.batch.max_size),
+                        calibrated_threshold(settings.threshold, detector), 1))
+    retrainer = None
+    if retrain:
+        from streamae.retrain import Retrainer
+
+        retrainer = Retrainer(settings.retrain, settings.model, settings.threshold,
+                              settings.checkpoints, settings.device, slot, Metrics(),
+                              max_batch=settings.batch.max_size)
+    size = settings.batch.max_size
+    bounds = [0, warm, *range(warm + size, len(data), size), len(data)]
+    scores, flags = [], []
+    try:
+        for start, end in itertools.pairwise(bounds):
+            if start >= end:
+                continue
+            live = slot.live
+            result = live.scorer.score(data[start:end])
+            batch_flags, _ = classify_and_learn(live.threshold, result.scores)
+            scores.append(result.scores)
+            flags.append(batch_flags)
+            if retrainer is not None:
+                retrainer.observe(live, data[start:end], result.scores, batch_flags)
+                retrainer.wait()
+    finally:
+        if retrainer is not None:
+            retrainer.close()
+    row_scores, row_flags = per_row(len(values), rows, np.concatenate(scores),
+                                    np.concatenate(flags))
+    return RowVerdicts(row_scores, row_flags,
+                       list(retrainer.outcomes) if retrainer is not None else [])
