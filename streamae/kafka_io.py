@@ -112,6 +112,39 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterab
         admin.close()
 
 
+def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[Record]:
+    """Every record of ``topic`` from the beginning to its end offsets at the time of the
+    call (no group, nothing committed); empty when the topic does not exist.
+
+    A read that cannot reach the end in ``timeout_s`` raises: state rebuilt from part of
+    a topic would be silently wrong.
+    """
+    try:
+        consumer = KafkaConsumer(**security_config(kafka), group_id=None,
+                                 enable_auto_commit=False, auto_offset_reset="earliest")
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot connect consumer for {topic}: {exc}") from exc
+    try:
+        if topic not in consumer.topics():  # fetches fresh metadata
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise InfrastructureError(f"could not read {topic} to its end in {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot read {topic}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
 def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> list[Record]:
     """Poll until ``max_records`` arrived or ``max_wait_ms`` passed, whichever is first.
 

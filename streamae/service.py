@@ -32,7 +32,10 @@ def output_topics(settings: Settings) -> list[str]:
 
 def serve(settings: Settings, max_messages: int | None = None,
           timeout_s: float | None = None) -> RunStats:
-    ensure_topics(settings.kafka, output_topics(settings))
+    ensure_topics(settings.kafka, output_topics(settings),
+                  compacted=[settings.kafka.incidents_topic,
+                             settings.kafka.incident_state_topic]
+                  if settings.incident.enabled else [])
     slot = ModelSlot()
     if (live := load_live(settings.checkpoints.directory, settings.device,
                           settings.batch.max_size)) is not None:
