@@ -222,7 +222,8 @@ class Daemon:
         explanation = explain(sample, values, batch.reconstructed[i], batch.feature_z[i],
                               self.settings.threshold.top_k, with_heatmap=True)
         event = build_event(sample, score=float(batch.scores[i]), threshold=float(threshold),
-                            method=self.settings.threshold.method, kind=live.kind,
+                            method=self.settings.threshold.method,
+                            kind=live.detector.model.description,
                             version=live.version, detected_ms=int(self.clock() * 1000),
                             explanation=explanation)
         self._send(self.settings.kafka.output_topic, encode_json(event), sample.record.key)
