@@ -41,11 +41,33 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class ExpectedKafkaConditions(logging.Filter):
+    """kafka-python logs an input topic that does not exist yet as an ERROR, though a
+    daemon started before its producers expects it (the quickstart does) and reports it
+    once at INFO itself (``event=input_topics_missing``): shown at DEBUG only."""
+
+    MESSAGES = ("Topic %s not found in cluster metadata",)
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.show = level <= logging.DEBUG
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self.MESSAGES:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.show
+        return True
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    cluster = logging.getLogger("kafka.cluster")
+    for old in [f for f in cluster.filters if isinstance(f, ExpectedKafkaConditions)]:
+        cluster.removeFilter(old)
+    cluster.addFilter(ExpectedKafkaConditions(logging.getLevelName(level)))
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -57,10 +79,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streamae.demo import DemoStream
-    from streamae.kafka_io import build_producer
+    from streamae.kafka_io import build_producer, ensure_topics
     from streamae.messages import encode_json
 
     topic = args.topic or settings.kafka.input_topics[0]
+    ensure_topics(settings.kafka, [topic])  # not auto-created on the first send
     producer = build_producer(settings.kafka)
     stream = DemoStream(pumps=args.pumps, anomaly_rate=args.anomaly_rate, seed=args.seed,
                         start_ms=int(time.time() * 1000), clean_prefix=args.clean_prefix)

@@ -115,6 +115,21 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterab
         admin.close()
 
 
+def missing_topics(kafka: KafkaSettings, topics: Iterable[str]) -> list[str]:
+    """Those of ``topics`` the broker does not know (yet)."""
+    try:
+        admin = KafkaAdminClient(**security_config(kafka))
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
+    try:
+        existing = set(admin.list_topics())
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot list topics: {exc}") from exc
+    finally:
+        admin.close()
+    return [topic for topic in topics if topic not in existing]
+
+
 def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[Record]:
     """Every record of ``topic`` from the beginning to its end offsets at the time of the
     call (no group, nothing committed); empty when the topic does not exist.

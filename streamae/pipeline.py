@@ -292,7 +292,7 @@ class Daemon:
     def readiness(self) -> tuple[bool, str]:
         live = self.slot.live
         if live is None:
-            return False, "no model yet (warming up)"
+            return False, f"no model yet ({self.cold_start.status()})"
         if not self.broker_ok:
             return False, "no partitions assigned (broker unreachable or rebalancing)"
         return True, f"model {live.kind} v{live.version}"

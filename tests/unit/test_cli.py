@@ -206,3 +206,16 @@ def test_one_input_flag_for_every_command_and_csv_still_accepted(streamae, table
         streamae("score", "--out", tmp_path / "t.csv")
     assert exited.value.code == 2
     assert "required: --input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_a_missing_input_topic_is_not_an_error_in_the_log(capsys, level, shown):
+    from streamae.cli import configure_logging
+
+    configure_logging(level)
+    logging.getLogger("kafka.cluster").error("Topic %s not found in cluster metadata", "in")
+    logging.getLogger("kafka.cluster").error("Topic %s is not authorized for this client", "x")
+    err = capsys.readouterr().err
+    assert not [line for line in err.splitlines() if "not found" in line and "error" in line]
+    assert ("level=debug logger=kafka.cluster Topic in not found" in err) == shown
+    assert "level=error logger=kafka.cluster Topic x is not authorized" in err
