@@ -2,6 +2,7 @@
 only place that configures logging. Everything else is read from the environment
 (``STREAMAE_*``)."""
 
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from streamae.checkpoints import Checkpoint
 
 log = logging.getLogger("streamae.cli")
+DESCRIPTION = ("Streaming anomaly detection on Kafka with autoencoders. Options are on the "
+               "command line; everything else is read from STREAMAE_* environment variables "
+               "(see README.md).")
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -37,11 +41,33 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class ExpectedKafkaConditions(logging.Filter):
+    """kafka-python logs an input topic that does not exist yet as an ERROR, though a
+    daemon started before its producers expects it (the quickstart does) and reports it
+    once at INFO itself (``event=input_topics_missing``): shown at DEBUG only."""
+
+    MESSAGES = ("Topic %s not found in cluster metadata",)
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.show = level <= logging.DEBUG
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self.MESSAGES:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.show
+        return True
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    cluster = logging.getLogger("kafka.cluster")
+    for old in [f for f in cluster.filters if isinstance(f, ExpectedKafkaConditions)]:
+        cluster.removeFilter(old)
+    cluster.addFilter(ExpectedKafkaConditions(logging.getLevelName(level)))
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,10 +79,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streamae.demo import DemoStream
-    from streamae.kafka_io import build_producer
+    from streamae.kafka_io import build_producer, ensure_topics
     from streamae.messages import encode_json
 
     topic = args.topic or settings.kafka.input_topics[0]
+    ensure_topics(settings.kafka, [topic])  # not auto-created on the first send
     producer = build_producer(settings.kafka)
     stream = DemoStream(pumps=args.pumps, anomaly_rate=args.anomaly_rate, seed=args.seed,
                         start_ms=int(time.time() * 1000), clean_prefix=args.clean_prefix)
@@ -80,7 +107,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from streamae.live import calibrated_threshold, train_detector
     from streamae.tables import read_table
 
-    table = read_table(args.csv, columns=args.columns, exclude=tuple(args.exclude))
+    table = read_table(args.input, columns=args.columns, exclude=tuple(args.exclude))
     directory = args.out or settings.checkpoints.directory
     with tqdm(total=settings.model.epochs, desc="training", unit="epoch") as bar:
         def progress(epoch: int, val_loss: float) -> None:
@@ -91,7 +118,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
                                   normalisation=settings.threshold.normalisation)
     threshold = calibrated_threshold(settings.threshold, detector)
     version = save_checkpoint(directory, detector, threshold_state=threshold.state(),
-                              metadata={"origin": "train", "source": str(args.csv),
+                              metadata={"origin": "train", "source": str(args.input),
                                         "features": list(table.columns)},
                               keep=settings.checkpoints.keep)
     print(f"checkpoint version {version} in {directory} ({len(table.values)} rows, "
@@ -105,7 +132,7 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
 
     checkpoint = _checkpoint(args, settings)
     columns = checkpoint.metadata.get("features") or args.columns
-    table = read_table(args.csv, columns=columns, exclude=tuple(args.exclude))
+    table = read_table(args.input, columns=columns, exclude=tuple(args.exclude))
     live = live_from_checkpoint(checkpoint, settings.device, settings.batch.max_size)
     batch = live.scorer.score(table.values)
     flags = live.threshold.classify(batch.scores)
@@ -167,50 +194,95 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _DeprecatedAlias(argparse.Action):
+    """``--csv``: the old name of ``--input``; still accepted, with a note on stderr."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"streamae: {option_string} is deprecated, use --input", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_input(cmd: argparse.ArgumentParser, what: str) -> None:
+    """``--input FILE``: one name for the input file of every command."""
+    cmd.add_argument("--input", type=Path, default=None, metavar="FILE", help=what)
+    cmd.add_argument("--csv", type=Path, dest="input", action=_DeprecatedAlias,
+                     help=argparse.SUPPRESS)
+    cmd.set_defaults(input_required=True)
+
+
+def _add_columns(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--columns", nargs="*", default=None, metavar="NAME",
+                     help="CSV columns to use, in order (default: every numeric column; a "
+                          "checkpoint's own feature list wins)")
+    cmd.add_argument("--exclude", nargs="*", default=[], metavar="NAME",
+                     help="CSV columns to leave out (time stamps, labels)")
+
+
+def _add_file_commands(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="CSV of normal rows -> checkpoint")
+    _add_input(train, "CSV of normal rows, one feature per column")
+    _add_columns(train)
+    train.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="checkpoint directory (default: STREAMAE_CHECKPOINTS__DIRECTORY)")
+    score = sub.add_parser("score", help="CSV -> CSV of scores and flags")
+    _add_input(score, "CSV of rows to score (same columns as training)")
+    _add_columns(score)
+    score.add_argument("--checkpoints", type=Path, default=None, metavar="DIR",
+                       help="checkpoint directory (default: STREAMAE_CHECKPOINTS__DIRECTORY)")
+    score.add_argument("--out", type=Path, required=True, metavar="FILE",
+                       help="CSV written: row, score, threshold, anomaly")
+
+
 def _add_latent_commands(sub: argparse._SubParsersAction) -> None:
     encode = sub.add_parser("encode", help="inputs -> latent vectors (file and/or topic)")
-    encode.add_argument("--input", type=Path, required=True,
-                        help="CSV of rows (windows are built for window models) or .npy "
-                             "shaped (N, *input_shape)")
-    encode.add_argument("--columns", nargs="*", default=None)
-    encode.add_argument("--exclude", nargs="*", default=[])
+    _add_input(encode, "CSV of rows (windows are built for window models) or .npy shaped "
+                       "(N, *input_shape)")
+    _add_columns(encode)
     encode.add_argument("--stride", type=int, default=1, help="CSV rows between windows")
-    encode.add_argument("--checkpoints", type=Path, default=None)
-    encode.add_argument("--out", type=Path, default=None, help=".npy or .csv")
+    encode.add_argument("--checkpoints", type=Path, default=None, metavar="DIR",
+                        help="checkpoint directory (default: STREAMAE_CHECKPOINTS__DIRECTORY)")
+    encode.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="latent vectors written as .npy or .csv")
     encode.add_argument("--to-topic", action="store_true",
                         help="publish to STREAMAE_KAFKA__LATENT_TOPIC")
     encode.add_argument("--topic", default=None, help="publish to this topic instead")
     sample = sub.add_parser("sample", help="draw new data from a trained VAE")
-    sample.add_argument("--n", type=int, default=100)
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--checkpoints", type=Path, default=None)
-    sample.add_argument("--out", type=Path, required=True, help=".npy or .csv")
+    sample.add_argument("--n", type=int, default=100, help="how many samples to draw")
+    sample.add_argument("--seed", type=int, default=0, help="random seed of the draws")
+    sample.add_argument("--checkpoints", type=Path, default=None, metavar="DIR",
+                        help="checkpoint directory (default: STREAMAE_CHECKPOINTS__DIRECTORY)")
+    sample.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help="samples written as .npy or .csv")
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="streamae", description=__doc__.split("\n")[0])
-    sub = top.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(prog="streamae", description=DESCRIPTION)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="the daemon: consume, score, publish anomalies")
     run.add_argument("--max-messages", type=int, default=None, help="stop after this many")
     run.add_argument("--timeout", type=float, default=None, help="stop after this many s")
     demo = sub.add_parser("demo", help="produce a synthetic multi-sensor stream")
-    demo.add_argument("--count", type=int, default=20_000)
+    demo.add_argument("--count", type=int, default=20_000, help="messages to produce")
     demo.add_argument("--rate", type=float, default=500.0, help="messages/s, 0 = unpaced")
     demo.add_argument("--topic", default=None, help="default: the first input topic")
-    demo.add_argument("--pumps", type=int, default=4)
-    demo.add_argument("--anomaly-rate", type=float, default=0.002)
-    demo.add_argument("--clean-prefix", type=int, default=0)
-    demo.add_argument("--seed", type=int, default=0)
-    for name, helptext in (("train", "CSV -> checkpoint"), ("score", "CSV -> scores CSV")):
-        cmd = sub.add_parser(name, help=helptext)
-        cmd.add_argument("--csv", type=Path, required=True)
-        cmd.add_argument("--columns", nargs="*", default=None)
-        cmd.add_argument("--exclude", nargs="*", default=[])
-    sub.choices["train"].add_argument("--out", type=Path, default=None)
-    sub.choices["score"].add_argument("--checkpoints", type=Path, default=None)
-    sub.choices["score"].add_argument("--out", type=Path, required=True)
+    demo.add_argument("--pumps", type=int, default=4, help="keys (pumps) to interleave")
+    demo.add_argument("--anomaly-rate", type=float, default=0.002,
+                      help="anomaly episodes started per reading")
+    demo.add_argument("--clean-prefix", type=int, default=0,
+                      help="readings at the start without any anomaly (a clean warm-up)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the stream")
+    _add_file_commands(sub)
     _add_latent_commands(sub)
     return top
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    top = parser()
+    args = top.parse_args(argv)
+    if getattr(args, "input_required", False) and args.input is None:
+        top.error(f"streamae {args.command}: the following arguments are required: --input")
+    return args
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "score": cmd_score,
@@ -218,7 +290,7 @@ COMMANDS = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "score": cmd_s
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     try:
         settings = load_settings()
     except StreamaeError as exc:

@@ -7,6 +7,7 @@ partition commits ``offset + 1`` only up to its first offset that is not done ye
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 Record = ConsumerRecord
 METADATA_MAX_AGE_MS = 15_000
+# An async commit whose callback has not come back after this long is taken as lost.
+ASYNC_COMMIT_TIMEOUT_S = 30.0
 
 
 def security_config(kafka: KafkaSettings) -> dict[str, object]:
@@ -112,6 +115,54 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterab
         admin.close()
 
 
+def missing_topics(kafka: KafkaSettings, topics: Iterable[str]) -> list[str]:
+    """Those of ``topics`` the broker does not know (yet)."""
+    try:
+        admin = KafkaAdminClient(**security_config(kafka))
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
+    try:
+        existing = set(admin.list_topics())
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot list topics: {exc}") from exc
+    finally:
+        admin.close()
+    return [topic for topic in topics if topic not in existing]
+
+
+def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[Record]:
+    """Every record of ``topic`` from the beginning to its end offsets at the time of the
+    call (no group, nothing committed); empty when the topic does not exist.
+
+    A read that cannot reach the end in ``timeout_s`` raises: state rebuilt from part of
+    a topic would be silently wrong.
+    """
+    try:
+        consumer = KafkaConsumer(**security_config(kafka), group_id=None,
+                                 enable_auto_commit=False, auto_offset_reset="earliest")
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot connect consumer for {topic}: {exc}") from exc
+    try:
+        if topic not in consumer.topics():  # fetches fresh metadata
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise InfrastructureError(f"could not read {topic} to its end in {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot read {topic}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
 def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> list[Record]:
     """Poll until ``max_records`` arrived or ``max_wait_ms`` passed, whichever is first.
 
@@ -142,6 +193,7 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _PartitionState] = {}
+        self.async_sent_at: float | None = None  # monotonic time of the commit in flight
 
     def started(self, records: Iterable[Record]) -> None:
         for record in records:
@@ -176,6 +228,16 @@ class OffsetTracker:
         for tp, meta in offsets.items():
             self._partitions[tp].committed = meta.offset
 
+    def unmark_committed(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """An async commit failed: offer these partitions again on the next commit."""
+        for tp in offsets:
+            if (state := self._partitions.get(tp)) is not None:
+                state.committed = -1
+
+    def async_in_flight(self, now: float) -> bool:
+        sent = self.async_sent_at
+        return sent is not None and now - sent < ASYNC_COMMIT_TIMEOUT_S
+
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Drop partitions this consumer no longer owns (after a rebalance)."""
         for tp in partitions:
@@ -190,29 +252,45 @@ def commit(consumer: KafkaConsumer, tracker: OffsetTracker, wait: bool = True) -
     """Commit what is done; returns how many partitions moved.
 
     ``wait=False`` commits asynchronously (the loop's steady state: a lost async commit is
-    covered by the next one, at worst one more batch is redelivered after a crash);
-    shutdown and rebalances wait.
+    covered by the next one, at worst one more batch is redelivered after a crash), one at
+    a time: kafka-python fails a second request to the coordinator while one is in flight
+    (``NodeNotReadyError: Node paused: max_in_flight``), so a turn that finds a commit in
+    flight leaves its offsets to the next turn. Shutdown and rebalances wait.
     """
+    if not wait and tracker.async_in_flight(time.monotonic()):
+        return 0
     offsets = tracker.committable(again=wait)
     if not offsets:
         return 0
     try:
         if wait:
             consumer.commit(offsets)
+            tracker.mark_committed(offsets)
         else:
-            consumer.commit_async(offsets, callback=_log_async_failure)
+            # Marked first: the callback may run inside commit_async and unmark them.
+            tracker.mark_committed(offsets)
+            tracker.async_sent_at = time.monotonic()
+            consumer.commit_async(offsets, callback=functools.partial(_async_done, tracker))
     except KafkaError as exc:
         # A rebalance took the partitions away: their records will be redelivered to the
         # new owner, which is at-least-once, not loss.
+        tracker.async_sent_at = None
+        tracker.unmark_committed(offsets)
         log.warning("event=commit_failed error=%r partitions=%d", exc, len(offsets))
         return 0
-    tracker.mark_committed(offsets)
     return len(offsets)
 
 
-def _log_async_failure(offsets: object, response: object) -> None:
+def _async_done(tracker: OffsetTracker, offsets: dict[TopicPartition, OffsetAndMetadata],
+                response: object) -> None:
+    """Callback of an async commit: a failure offers the offsets again next turn; one the
+    client retries by itself (coordinator busy or moving) is expected, so DEBUG."""
+    tracker.async_sent_at = None
     if isinstance(response, Exception):
-        log.warning("event=async_commit_failed error=%r", response)
+        tracker.unmark_committed(offsets)
+        level = logging.DEBUG if getattr(response, "retriable", False) else logging.WARNING
+        log.log(level, "event=async_commit_failed error=%r partitions=%d", response,
+                len(offsets))
 
 
 def consumer_lag(consumer: KafkaConsumer) -> dict[TopicPartition, int]:

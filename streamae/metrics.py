@@ -67,6 +67,13 @@ class Metrics:
         self.buffer_bytes = Gauge("streamae_buffer_bytes", "Bytes in the replay buffer",
                                   registry=r)
         self.rollbacks = Counter("streamae_rollbacks", "Promotions rolled back", registry=r)
+        # Severity is `warning` or `critical` (streamae.incidents.SEVERITIES): bounded.
+        self.incidents_open = Gauge("streamae_incidents_open", "Incidents open now",
+                                    ["severity"], registry=r)
+        self.incidents_opened = Counter("streamae_incidents_opened", "Incidents opened, by "
+                                        "severity when opened", ["severity"], registry=r)
+        self.incidents_resolved = Counter("streamae_incidents_resolved", "Incidents resolved, "
+                                          "by reason (quiet or stale)", ["reason"], registry=r)
 
     def set_model(self, kind: str, version: int) -> None:
         self.model_version.set(version)

@@ -2,8 +2,9 @@
 
 Each turn of the loop is a short list of named steps::
 
-    poll -> decode/window -> dead-letter bad input -> (cold start) -> score -> threshold
-         -> publish -> flush (wait for acks) -> mark offsets done -> commit
+    poll -> (restore incidents) -> decode/window -> dead-letter bad input -> (cold start)
+         -> score -> threshold -> publish anomalies and incidents -> flush (wait for acks)
+         -> mark offsets done -> commit
 
 An offset is committed only after everything it produced was acknowledged by the broker
 (at least once). The live model is read once per batch, so a swap never splits a batch.
@@ -24,6 +25,8 @@ from kafka.errors import KafkaError
 
 from streamae.alerts import build_event, explain
 from streamae.exceptions import InfrastructureError
+from streamae.incident_feed import IncidentFeed
+from streamae.incidents import feature_names
 from streamae.intake import Decoding, Sample
 from streamae.kafka_io import OffsetTracker, commit, consumer_lag, poll_batch
 from streamae.live import LiveModel, ModelSlot
@@ -76,6 +79,9 @@ class Daemon:
         self._lag_at = 0.0
         self._window_counts: dict[str, int] = {}
         self._unassigned_since: float | None = None
+        self.incidents = (IncidentFeed(settings.kafka, settings.incident,
+                                       settings.threshold.top_k, self.metrics, self._send,
+                                       clock) if settings.incident.enabled else None)
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunStats:
@@ -102,6 +108,7 @@ class Daemon:
         """One turn: poll a batch, handle every record of it, deliver, commit."""
         self.heartbeat = time.monotonic()
         records = self._poll()
+        self._restore_incidents()
         intake = self.decoding.take(records)
         self._count_window_events()
         self._dead_letter(intake.dead)
@@ -155,6 +162,11 @@ class Daemon:
                                     listener=_Rebalance(self))
             self._unassigned_since = now
 
+    def _restore_incidents(self) -> None:
+        """After an assignment, before any of its records is counted: rebuild incidents."""
+        if self.incidents is not None and self.incidents.reload_needed and self.broker_ok:
+            self.incidents.restore(self.consumer.assignment())
+
     def _count_window_events(self) -> None:
         """Mirror the window builder's counters (evictions, late readings) into metrics."""
         windows = self.decoding.windows
@@ -189,8 +201,11 @@ class Daemon:
         batch = live.scorer.score(values)
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
         flags, value = classify_and_learn(live.threshold, batch.scores)
-        for i in np.flatnonzero(flags):
-            self._publish_anomaly(live, samples[i], values[i], batch, int(i), value)
+        features = {int(i): self._publish_anomaly(live, samples[i], values[i], batch, int(i),
+                                                  value)
+                    for i in np.flatnonzero(flags)}
+        if self.incidents is not None:
+            self.incidents.observe(samples, batch.scores, flags, value, features)
         self._publish_scores(live, samples, batch.scores, flags, value)
         for hook in self.scored_hooks:
             hook(live, values, batch.scores, flags)
@@ -201,11 +216,14 @@ class Daemon:
         self._scored_ts.extend(s.record.timestamp for s in samples)
 
     def _publish_anomaly(self, live: LiveModel, sample: Sample, values: np.ndarray,
-                         batch: Any, i: int, threshold: float | None) -> None:
+                         batch: Any, i: int,
+                         threshold: float | None) -> tuple[tuple[str, float], ...]:
+        """Publish one anomaly event; its top features (name, z) for the incident."""
         explanation = explain(sample, values, batch.reconstructed[i], batch.feature_z[i],
                               self.settings.threshold.top_k, with_heatmap=True)
         event = build_event(sample, score=float(batch.scores[i]), threshold=float(threshold),
-                            method=self.settings.threshold.method, kind=live.kind,
+                            method=self.settings.threshold.method,
+                            kind=live.detector.model.description,
                             version=live.version, detected_ms=int(self.clock() * 1000),
                             explanation=explanation)
         self._send(self.settings.kafka.output_topic, encode_json(event), sample.record.key)
@@ -215,6 +233,7 @@ class Daemon:
         log.info("event=anomaly key=%s offset=%d score=%.3f threshold=%.3f top=%s",
                  sample.key, sample.record.offset, batch.scores[i], threshold,
                  ",".join(str(t.get("feature", (t.get("row"), t.get("col")))) for t in top))
+        return feature_names(explanation)
 
     def _publish_scores(self, live: LiveModel, samples: list[Sample], scores: np.ndarray,
                         flags: np.ndarray, threshold: float | None) -> None:
@@ -273,7 +292,7 @@ class Daemon:
     def readiness(self) -> tuple[bool, str]:
         live = self.slot.live
         if live is None:
-            return False, "no model yet (warming up)"
+            return False, f"no model yet ({self.cold_start.status()})"
         if not self.broker_ok:
             return False, "no partitions assigned (broker unreachable or rebalancing)"
         return True, f"model {live.kind} v{live.version}"
@@ -298,4 +317,6 @@ class _Rebalance(ConsumerRebalanceListener):
         log.info("event=partitions_revoked count=%d", len(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.daemon.incidents is not None:
+            self.daemon.incidents.reload_needed = True  # done by the loop, before scoring
         log.info("event=partitions_assigned count=%d", len(assigned))

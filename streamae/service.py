@@ -12,7 +12,7 @@ import logging
 import signal
 
 from streamae.health import HealthServer
-from streamae.kafka_io import build_consumer, build_producer, ensure_topics
+from streamae.kafka_io import build_consumer, build_producer, ensure_topics, missing_topics
 from streamae.live import ModelSlot, load_live
 from streamae.metrics import Metrics
 from streamae.modelbus import ModelPublisher, ModelSubscriber, ensure_model_topic
@@ -32,7 +32,13 @@ def output_topics(settings: Settings) -> list[str]:
 
 def serve(settings: Settings, max_messages: int | None = None,
           timeout_s: float | None = None) -> RunStats:
-    ensure_topics(settings.kafka, output_topics(settings))
+    ensure_topics(settings.kafka, output_topics(settings),
+                  compacted=[settings.kafka.incidents_topic,
+                             settings.kafka.incident_state_topic]
+                  if settings.incident.enabled else [])
+    if missing := missing_topics(settings.kafka, settings.kafka.input_topics):
+        log.info("event=input_topics_missing topics=%s detail=%r", ",".join(missing),
+                 "consuming starts once a producer creates them")
     slot = ModelSlot()
     if (live := load_live(settings.checkpoints.directory, settings.device,
                           settings.batch.max_size)) is not None:

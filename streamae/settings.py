@@ -45,6 +45,8 @@ class KafkaSettings(Section):
     scores_topic: str | None = None  # every score, not only anomalies, when set
     latent_topic: str | None = None  # latent vectors (`streamae encode --topic`)
     model_topic: str = "streamae.models"  # compacted; trainer publishes, scorers load
+    incidents_topic: str = "streamae.incidents"  # compacted, keyed by incident id
+    incident_state_topic: str = "streamae.incidents.state"  # compacted; restart state
     group_id: str = "streamae"
     client_id: str = "streamae"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -134,6 +136,21 @@ class ThresholdSettings(Section):
     top_k: int = Field(3, ge=1)  # deviating features named in each event
 
 
+class IncidentSettings(Section):
+    """Anomalous readings of one key grouped into incidents (see streamae/incidents.py)."""
+
+    enabled: bool = True
+    open_flags: int = Field(2, ge=1)  # N: an incident opens when N of ...
+    open_readings: int = Field(3, ge=1)  # ... the key's last M readings are flagged
+    # A reading this many times the threshold opens one at once (a lone spike) and makes
+    # an incident `critical` rather than `warning`.
+    critical_ratio: float = Field(2.0, gt=1)
+    quiet_readings: int = Field(30, ge=1)  # Q: resolved after Q readings in a row unflagged
+    stale_seconds: float = Field(900.0, gt=0)  # resolved when the key is silent this long
+    update_ratio: float = Field(10.0, gt=1)  # `updated` when the peak rises this many times
+    max_keys: int = Field(10_000, ge=1)  # keys whose recent flags are remembered (LRU)
+
+
 class RetrainSettings(Section):
     enabled: bool = True
     every_windows: int = Field(5_000, ge=10)
@@ -182,6 +199,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     batch: BatchSettings = BatchSettings()
     threshold: ThresholdSettings = ThresholdSettings()
+    incident: IncidentSettings = IncidentSettings()
     retrain: RetrainSettings = RetrainSettings()
     checkpoints: CheckpointSettings = CheckpointSettings()
 
@@ -215,6 +233,10 @@ def conflicts(settings: Settings) -> list[str]:
     if centred and settings.input.kind != "window":
         lines.append(f"{name}={','.join(centred)}: needs {ENV_PREFIX}INPUT__KIND=window, "
                      f"not {settings.input.kind!r}")
+    incident = settings.incident
+    if incident.open_flags > incident.open_readings:
+        lines.append(f"{ENV_PREFIX}INCIDENT__OPEN_FLAGS={incident.open_flags}: more than "
+                     f"{ENV_PREFIX}INCIDENT__OPEN_READINGS={incident.open_readings}")
     unknown = [f for f in centred if settings.input.features and f not in settings.input.features]
     if unknown:
         lines.append(f"{name}: {unknown} not among {ENV_PREFIX}INPUT__FEATURES")

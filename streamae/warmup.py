@@ -25,6 +25,8 @@ from streamae.settings import Settings
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY_S = 10.0  # training progress is logged at most this often (and epoch 1)
+
 
 class ColdStart:
     def __init__(self, settings: Settings, slot: ModelSlot, metrics: Metrics) -> None:
@@ -37,6 +39,9 @@ class ColdStart:
         self._training: Future | None = None
         self._started = 0.0
         self._trained_on = 0
+        self._epoch = 0  # last finished epoch of the training in progress
+        self._val_loss = float("nan")
+        self._logged_at = 0.0
 
     def admit(self, samples: list[Sample], consumer: Any, decoding: Decoding) -> list[Sample]:
         """Samples to score now: all of them once a model is live, else none (gathered).
@@ -73,9 +78,34 @@ class ColdStart:
         model = self.settings.model
         log.info("event=cold_start_training samples=%d shape=%s kind=%s", len(data),
                  data.shape[1:], model.kind)
+        self._epoch, self._logged_at = 0, 0.0
         self._training = self._executor.submit(
-            train_detector, data, model, self.settings.device, None, self._stop,
+            train_detector, data, model, self.settings.device, self._progress, self._stop,
             self.settings.threshold.normalisation)
+
+    def _progress(self, epoch: int, val_loss: float) -> None:
+        """After each epoch (on the training thread): log at INFO at most every
+        PROGRESS_EVERY_S, and keep the figures for ``status`` (/readyz)."""
+        self._epoch, self._val_loss = epoch, val_loss  # epochs count from 1
+        now = time.monotonic()
+        if self._epoch > 1 and now - self._logged_at < PROGRESS_EVERY_S:
+            return
+        self._logged_at = now
+        log.info("event=training_progress origin=cold_start %s", self._progress_fields(now))
+
+    def _progress_fields(self, now: float) -> str:
+        epochs, elapsed = self.settings.model.epochs, now - self._started
+        left = elapsed / max(self._epoch, 1) * (epochs - self._epoch)
+        return (f"epoch={self._epoch}/{epochs} val_loss={self._val_loss:.4g} "
+                f"elapsed_s={elapsed:.0f} left_s={left:.0f}")
+
+    def status(self) -> str:
+        """How far the cold start is, for /readyz."""
+        if self._training is not None:
+            # left_s is an upper bound: early stopping may end training sooner.
+            return f"training the first model: {self._progress_fields(time.monotonic())}"
+        return (f"gathering samples for the first model: {len(self.gathered)}/"
+                f"{self.settings.warmup_size}")
 
     def _finish(self, consumer: Any, decoding: Decoding) -> None:
         try:

@@ -345,6 +345,10 @@ def values_schema() -> dict[str, Any]:
                                     ratio={"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                                     minRate={"type": "number", "minimum": 0},
                                 ),
+                                "incidentCritical": _alert(),
+                                "incidentsOpening": _alert(
+                                    threshold={"type": "number", "minimum": 1}
+                                ),
                             }
                         ),
                     }

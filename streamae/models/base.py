@@ -103,6 +103,17 @@ class AutoEncoder(nn.Module):
         }
 
     @property
+    def description(self) -> str:
+        """What runs, for events and logs: the kind plus what its options add
+        (``conv+denoising``, ``conv1d+variational``); ``kind`` alone rebuilds it."""
+        parts = [self.kind]
+        if self.variational and self.kind != "vae":
+            parts.append("variational")
+        if (self.noise_std > 0 or self.mask_probability > 0) and self.kind != "denoising":
+            parts.append("denoising")
+        return "+".join(parts)
+
+    @property
     def num_features(self) -> int:
         """Number of scalar inputs per sample (the loss is a mean over them)."""
         return math.prod(self.input_shape)

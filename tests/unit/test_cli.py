@@ -69,7 +69,7 @@ def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def test_encode_and_sample_a_trained_vae(streamae, table, tmp_path):
-    assert streamae("train", "--csv", table, STREAMAE_MODEL__KIND="vae") == 0
+    assert streamae("train", "--input", table, STREAMAE_MODEL__KIND="vae") == 0
     assert streamae("encode", "--input", table, "--out", tmp_path / "z.npy") == 0
     latents = np.load(tmp_path / "z.npy")
     assert latents.shape == (ROWS, LATENT) and np.all(np.isfinite(latents))
@@ -91,14 +91,14 @@ def test_encode_and_sample_a_trained_vae(streamae, table, tmp_path):
 
 
 def test_sample_refuses_a_model_that_is_not_variational(streamae, table, tmp_path):
-    assert streamae("train", "--csv", table, STREAMAE_MODEL__KIND="dense") == 0
+    assert streamae("train", "--input", table, STREAMAE_MODEL__KIND="dense") == 0
     assert streamae("sample", "--out", tmp_path / "s.npy") == 1
     assert not (tmp_path / "s.npy").exists()
 
 
 def test_encode_needs_a_checkpoint_and_a_destination(streamae, table, tmp_path):
     assert streamae("encode", "--input", table, "--out", tmp_path / "z.npy") == 1  # none yet
-    assert streamae("train", "--csv", table) == 0
+    assert streamae("train", "--input", table) == 0
     assert streamae("encode", "--input", table) == 1  # neither --out nor a topic
 
 
@@ -145,7 +145,7 @@ def test_encode_publishes_to_the_latent_topic(streamae, table, kafka_bootstrap, 
     from kafka import KafkaConsumer
 
     topic = make_topic("latents")
-    assert streamae("train", "--csv", table) == 0
+    assert streamae("train", "--input", table) == 0
     assert streamae("encode", "--input", table, "--to-topic",
                     STREAMAE_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap,
                     STREAMAE_KAFKA__LATENT_TOPIC=topic) == 0
@@ -157,3 +157,65 @@ def test_encode_publishes_to_the_latent_topic(streamae, table, kafka_bootstrap, 
     assert [r["row"] for r in records] == list(range(ROWS))
     assert records[0]["schema"] == LATENT_SCHEMA and len(records[0]["latent"]) == LATENT
     assert records[0]["model_version"] == 1 and records[0]["model_kind"] == "dense"
+
+
+def _options(parser):
+    """(command, option, help) of every option of every command, the top level included."""
+    import argparse
+
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [(name, *rest) for _, *rest in _options(sub)]
+        elif action.option_strings and not isinstance(action, argparse._HelpAction):
+            found.append(("streamae", action.option_strings[0], action.help))
+    return found
+
+
+def test_every_option_has_a_help_line_but_the_deprecated_alias():
+    from streamae.cli import parser
+
+    options = _options(parser())
+    assert len(options) > 20
+    missing = [(cmd, opt) for cmd, opt, text in options if not text]
+    assert missing == []
+    hidden = {(cmd, opt) for cmd, opt, text in options if text == "==SUPPRESS=="}
+    assert hidden == {("train", "--csv"), ("score", "--csv"), ("encode", "--csv")}
+
+
+def test_top_level_help_is_whole_sentences(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]
+    assert description.rstrip().endswith(".") and "``" not in description
+    for command in ("run", "demo", "train", "score", "encode", "sample"):
+        assert f"    {command} " in text
+
+
+def test_one_input_flag_for_every_command_and_csv_still_accepted(streamae, table, tmp_path,
+                                                                 capsys):
+    assert streamae("train", "--csv", table) == 0
+    assert "--csv is deprecated, use --input" in capsys.readouterr().err
+    assert streamae("score", "--input", table, "--out", tmp_path / "s.csv") == 0
+    header, rows = read_csv(tmp_path / "s.csv")
+    assert header == ["row", "score", "threshold", "anomaly"] and len(rows) == ROWS
+    with pytest.raises(SystemExit) as exited:
+        streamae("score", "--out", tmp_path / "t.csv")
+    assert exited.value.code == 2
+    assert "required: --input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_a_missing_input_topic_is_not_an_error_in_the_log(capsys, level, shown):
+    from streamae.cli import configure_logging
+
+    configure_logging(level)
+    logging.getLogger("kafka.cluster").error("Topic %s not found in cluster metadata", "in")
+    logging.getLogger("kafka.cluster").error("Topic %s is not authorized for this client", "x")
+    err = capsys.readouterr().err
+    assert not [line for line in err.splitlines() if "not found" in line and "error" in line]
+    assert ("level=debug logger=kafka.cluster Topic in not found" in err) == shown
+    assert "level=error logger=kafka.cluster Topic x is not authorized" in err

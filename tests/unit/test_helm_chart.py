@@ -466,6 +466,8 @@ def test_alert_rules_use_exported_metrics():
         "StreamaeDeadLettersRising",
         "StreamaeRetrainsFailing",
         "StreamaeAnomalyRateSpiking",
+        "StreamaeIncidentCritical",
+        "StreamaeIncidentsOpening",
     }
     exported = _exported_samples()
     dashboard = (CHART / "dashboards" / "streamae.json").read_text()

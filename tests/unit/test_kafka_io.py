@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections import namedtuple
 
 from kafka import TopicPartition
+from kafka.errors import CommitFailedError, NodeNotReadyError
 from pydantic import SecretStr
 
-from streamae.kafka_io import OffsetTracker, security_config
+from streamae.kafka_io import OffsetTracker, commit, security_config
 from streamae.settings import KafkaSettings
 
 Rec = namedtuple("Rec", "topic partition offset")
@@ -66,3 +68,54 @@ def test_a_synchronous_commit_repeats_what_an_async_commit_may_have_lost():
     tracker.mark_committed(tracker.committable())
     assert tracker.committable() == {}
     assert tracker.committable(again=True)[TopicPartition("t", 0)].offset == 2
+
+
+class FakeConsumer:
+    """Records async commits; their callbacks run when the test says (or at once)."""
+
+    def __init__(self, fail_at_once: Exception | None = None) -> None:
+        self.sent: list[dict] = []
+        self.callbacks: list = []
+        self.fail_at_once = fail_at_once
+
+    def commit_async(self, offsets, callback) -> None:
+        self.sent.append(dict(offsets))
+        if self.fail_at_once is not None:
+            callback(offsets, self.fail_at_once)
+        else:
+            self.callbacks.append(lambda response=None: callback(offsets, response))
+
+
+def test_one_async_commit_in_flight_at_a_time():
+    tracker, consumer = OffsetTracker(), FakeConsumer()
+    tracker.started(records(0, 0, 1, 2, 3))
+    tracker.done(records(0, 0, 1))
+    assert commit(consumer, tracker, wait=False) == 1
+    tracker.done(records(0, 2, 3))
+    assert commit(consumer, tracker, wait=False) == 0  # the first has not come back
+    consumer.callbacks.pop()()  # acknowledged
+    assert commit(consumer, tracker, wait=False) == 1
+    assert [c[TopicPartition("t", 0)].offset for c in consumer.sent] == [2, 4]
+
+
+def test_a_retriable_async_failure_is_debug_and_its_offsets_go_again(caplog):
+    tracker = OffsetTracker()
+    consumer = FakeConsumer(fail_at_once=NodeNotReadyError("Node paused: {'max_in_flight'}"))
+    tracker.started(records(0, 0, 1))
+    tracker.done(records(0, 0, 1))
+    with caplog.at_level(logging.DEBUG, logger="streamae.kafka_io"):
+        commit(consumer, tracker, wait=False)
+    (entry,) = [r for r in caplog.records if "async_commit_failed" in r.getMessage()]
+    assert entry.levelno == logging.DEBUG
+    assert tracker.committable()[TopicPartition("t", 0)].offset == 2  # offered again
+
+
+def test_a_non_retriable_async_failure_is_a_warning(caplog):
+    tracker = OffsetTracker()
+    consumer = FakeConsumer(fail_at_once=CommitFailedError("group rebalanced"))
+    tracker.started(records(0, 0))
+    tracker.done(records(0, 0))
+    with caplog.at_level(logging.DEBUG, logger="streamae.kafka_io"):
+        commit(consumer, tracker, wait=False)
+    (entry,) = [r for r in caplog.records if "async_commit_failed" in r.getMessage()]
+    assert entry.levelno == logging.WARNING

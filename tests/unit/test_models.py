@@ -80,6 +80,18 @@ def test_dense_is_vanilla_and_vae_is_variational():
     assert build_model("vae", (4,)).variational
 
 
+@pytest.mark.parametrize(("kind", "variational", "kwargs", "description"), [
+    ("dense", False, {"noise_std": 0.5}, "dense"),  # dense ignores corruption
+    ("denoising", False, {}, "denoising"),
+    ("vae", False, {}, "vae"),
+    ("conv", False, {}, "conv+denoising"),  # noise 0.1 and masking 0.1 by default
+    ("conv", False, {"noise_std": 0.0, "mask_probability": 0.0}, "conv"),
+    ("conv1d", True, {"noise_std": 0.0, "mask_probability": 0.2}, "conv1d+variational+denoising"),
+])
+def test_description_names_what_runs(kind, variational, kwargs, description):
+    assert small(kind, variational, **kwargs).description == description
+
+
 def test_vae_score_adds_kl_to_reconstruction_error():
     torch.manual_seed(0)
     model = small("vae").eval()

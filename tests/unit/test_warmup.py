@@ -72,3 +72,27 @@ def test_a_scorer_waits_for_the_trainers_model_instead_of_training(tmp_path):
     ready = cold.admit([sample(0, 11)], consumer, None)
     assert [s.record.offset for s in ready] == list(range(12))
     assert not consumer.paused_now
+
+
+def test_training_progress_is_logged_at_info_and_status_says_how_far(tmp_path, caplog):
+    import logging
+    import re
+
+    settings = Settings(warmup_size=40, model={"epochs": 3, "patience": 10}, device="cpu",
+                        checkpoints={"directory": tmp_path})
+    cold, consumer = ColdStart(settings, ModelSlot(), Metrics()), PausingConsumer()
+    rng = np.random.default_rng(1)
+    batch = [Sample(Rec("in", 0, i), rng.normal(size=3).astype(np.float32), "k", None)
+             for i in range(40)]
+    assert cold.admit(batch[:10], consumer, None) == []
+    assert cold.status() == "gathering samples for the first model: 10/40"
+    with caplog.at_level(logging.INFO, logger="streamae.warmup"):
+        cold.admit(batch[10:], consumer, None)
+        cold._training.result(timeout=60)
+    assert re.fullmatch(r"training the first model: epoch=3/3 val_loss=\S+ elapsed_s=\d+ "
+                        r"left_s=0", cold.status())
+    lines = [r.getMessage() for r in caplog.records if "training_progress" in r.getMessage()]
+    assert lines and "epoch=1/3" in lines[0]  # the first epoch always, then every 10 s
+    assert all(r.levelno == logging.INFO for r in caplog.records
+               if "training_progress" in r.getMessage())
+    cold.close()
