@@ -36,8 +36,11 @@ CLIP = 10.0  # sigmas; standardised inputs are clipped to +-CLIP
 MAGNITUDE_FLOOR = 1e-6  # a std is at least this share of the magnitude (~16 float32 ulps)
 ABSOLUTE_FLOOR = 1e-6
 # auto-centring: a feature drifts when its level's linear trend over training exceeds this
-# many standard deviations of the level around that trend.
+# many standard deviations of the level around that trend...
 DRIFT_RATIO = 1.0
+# ...and its level is slow: window means spread more than this many within-window standard
+# deviations (a noisy channel's level is mostly noise; white noise gives about 1/sqrt(L)).
+LEVEL_RATIO = 1.0
 RESOLUTION_ROWS = 20_000  # rows sampled to find a feature's resolution
 
 
@@ -71,7 +74,10 @@ def _choose_centred(x: np.ndarray, centre: Centring) -> np.ndarray:
         return np.zeros(width, dtype=bool)
     if centre == "all" or width == 1:
         return np.ones(width, dtype=bool)
-    return _drifting(x.mean(axis=1))
+    levels = x.mean(axis=1)  # (N, D) window means, in time order
+    slow = levels.std(axis=0) > LEVEL_RATIO * np.maximum(x.std(axis=1).mean(axis=0),
+                                                         ABSOLUTE_FLOOR)
+    return _drifting(levels) & slow
 
 
 def _centre(x: np.ndarray, centred: np.ndarray) -> np.ndarray:

@@ -118,7 +118,7 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.monotonic()
     rows: dict[str, list[Quality]] = {}
-    for key in args.scenarios.split(","):
+    for key in filter(None, args.scenarios.split(",")):
         figures = [run_scenario(SCENARIOS[key](seed), env) for seed in seeds]
         rows[figures and SCENARIOS[key](seeds[0]).name] = figures
         for seed, q in zip(seeds, figures, strict=True):
