@@ -14,9 +14,11 @@ The body of the distribution is the empirical survival function of the held-out 
 above their ``1 - tail_share`` quantile ``u`` the tail is a generalised Pareto fit of the
 excesses (SPOT, Siffer et al., KDD 2017, Pickands-Balkema-de Haan), so rarer readings than
 any seen get a finite, still-growing score instead of a saturated one (Merlion's calibrator
-extrapolates linearly for the same reason). The shape is kept in ``[0, MAX_SHAPE]``: a
-fitted bounded tail (shape < 0) would give infinite scores past its end point from a few
-dozen samples, so we take the exponential tail there, which errs towards fewer alarms.
+extrapolates linearly for the same reason). The tail is exponential (shape 0) unless the
+fit says heavier by two standard errors: a shape fitted on a hundred excesses is mostly
+noise, and a spuriously heavy tail halves the alarm rate three decades out. The shape is
+kept in ``[0, MAX_SHAPE]``: a fitted bounded tail (shape < 0) would give infinite scores
+past its end point from a few dozen samples.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 
 from streamae.exceptions import ModelError
 
-TAIL_SHARE = 0.1  # share of held-out errors above u, fitted by the tail
+TAIL_SHARE = 0.05  # share of held-out errors above u, fitted by the tail
 MIN_TAIL = 20  # at least this many excesses, or the tail fit swings
 MAX_TAIL = 2_000  # beyond this more excesses only cost time
 MAX_SHAPE = 0.5  # heavier fitted tails are fit noise more often than not
@@ -82,6 +84,8 @@ class TailCalibration:
         u = float(x[n - n_tail - 1])
         excess = x[n - n_tail :] - u
         shape, scale = fit_gpd(excess[excess > 0])
+        if shape < 2.0 * (1.0 + abs(shape)) / math.sqrt(n_tail):  # ~2 standard errors
+            shape, scale = 0.0, max(float(excess.mean()), MIN_SIGMA)  # exponential tail
         # A floor on the tail's scale relative to the errors' own size: a held-out set
         # with tied top values (a clean signal) must not make the next tiny step infinite.
         scale = max(scale, 1e-3 * max(float(np.median(x)), u, MIN_SIGMA))
