@@ -17,10 +17,10 @@ always-alarm and never-alarm baselines and the published leaderboard.
 Configurations: ``frozen`` (the cold-start model scores the whole file) and ``retraining``
 (the ``Retrainer`` of ``streamae.retrain`` as the daemon's scored hook, gated replay
 buffer; the stream waits for each retrain, as a 1 Hz stream would). ``--in-process`` runs
-the same parts without a broker (``streamae.skab.replay``), for tuning; the reported figure
-is the Kafka one. The broker is ``$STREAMAE_BENCH_BOOTSTRAP`` or the project's own, started
-here. Data (GPL-3.0, never copied into the project): ``$STREAMAE_SKAB_DIR`` or
-``../shared/datasets/skab``.
+the same parts without a broker (``skab_data.replay``: ``streamae backtest``'s engine), for
+tuning; the reported figure is the Kafka one. The broker is ``$STREAMAE_BENCH_BOOTSTRAP``
+or the project's own, started here. Data (GPL-3.0, never copied into the project):
+``$STREAMAE_SKAB_DIR`` or ``../shared/datasets/skab``.
 
 ``--anomaly-free`` runs the same protocol on SKAB's anomaly-free recording instead, cut
 into pieces of 1,100 rows (8): every flag there is a false alarm, so its FAR says how far
@@ -46,16 +46,17 @@ from kafka import KafkaConsumer, KafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))  # bench_broker, also when a test imports this
+sys.path.insert(0, str(ROOT / "benchmarks"))  # bench_broker, skab_data, also from tests
 
+import skab_data as skab  # noqa: E402
 from bench_broker import bench_broker  # noqa: E402
 
-from streamae import replay, skab  # noqa: E402
+from streamae import replay  # noqa: E402
 from streamae.kafka_io import build_consumer, build_producer, ensure_topics  # noqa: E402
 from streamae.metrics import Metrics  # noqa: E402
 from streamae.pipeline import Daemon  # noqa: E402
 from streamae.retrain import Retrainer  # noqa: E402
-from streamae.settings import Settings  # noqa: E402
+from streamae.settings import Settings, WindowSettings  # noqa: E402
 
 log = logging.getLogger("skab")
 
@@ -84,8 +85,9 @@ CONFIGS = {"frozen": SKAB_ENV, "retraining": {**SKAB_ENV, **RETRAIN_ENV}}
 def config_env(name: str, fit_rows: int = skab.FIT_ROWS) -> dict[str, str]:
     """A configuration's variables, plus the warm-up that the protocol implies."""
     env = dict(CONFIGS[name])
-    length = int(env.get("STREAMAE_WINDOW__LENGTH", "32"))
-    stride = int(env.get("STREAMAE_WINDOW__STRIDE", "1"))
+    default = WindowSettings()  # was a stale "32": 369 windows trained, not the 385 of 400 rows
+    length = int(env.get("STREAMAE_WINDOW__LENGTH", default.length))
+    stride = int(env.get("STREAMAE_WINDOW__STRIDE", default.stride))
     env["STREAMAE_WARMUP_SIZE"] = str(skab.warmup_windows(length, stride, fit_rows))
     return env
 

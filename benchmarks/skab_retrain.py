@@ -34,11 +34,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # skab_data, also when a test imports this
 
+import skab_data as skab  # noqa: E402
 from kafka import TopicPartition  # noqa: E402
 from kafka.consumer.fetcher import ConsumerRecord  # noqa: E402
 
-from streamae import skab  # noqa: E402
 from streamae.metrics import Metrics  # noqa: E402
 from streamae.pipeline import Daemon  # noqa: E402
 from streamae.retrain import Retrainer  # noqa: E402

@@ -8,7 +8,7 @@ The leaderboard's split: per labelled file, the windows of the first 400 rows tr
 fresh model (the cold start), its threshold comes from ``live.calibrated_threshold`` on
 the validation windows, and every window is then scored in order by the daemon's own
 parts (``WindowBuilder``, ``Scorer``, the threshold rule of ``pipeline.Daemon._score``;
-see ``streamae.skab.replay``); no retraining. A row gets the verdict of the window it
+see ``skab_data.replay``); no retraining. A row gets the verdict of the window it
 completes. Rows 400 onwards are pooled over the 34 files: F1, FAR and MAR as SKAB defines
 them and the ROC AUC of the continuous score, beside the always/never-alarm baselines and
 the published table. ``benchmarks/skab.py`` streams the same through the real broker.
@@ -29,8 +29,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # skab_data
 
-from streamae import skab  # noqa: E402
+import skab_data as skab  # noqa: E402
 
 log = logging.getLogger("skab_windows")
 

@@ -1,4 +1,4 @@
-"""``streamae run | demo | train | score | encode | sample``: the command line, and the
+"""``streamae run | demo | train | score | encode | sample | backtest``: the command line, and the
 only place that configures logging. Everything else is read from the environment
 (``STREAMAE_*``)."""
 
@@ -143,6 +143,13 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    """Recorded data through the daemon's path; a report folder (streamae.backtest)."""
+    from streamae.backtest.command import backtest
+
+    return backtest(args, settings)
+
+
 def _checkpoint(args: argparse.Namespace, settings: Settings) -> Checkpoint:
     from streamae.checkpoints import load_latest
 
@@ -203,11 +210,13 @@ class _DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _add_input(cmd: argparse.ArgumentParser, what: str) -> None:
-    """``--input FILE``: one name for the input file of every command."""
+def _add_input(cmd: argparse.ArgumentParser, what: str, old_alias: bool = True) -> None:
+    """``--input FILE``: one name for the input file of every command (``--csv``, the old
+    name, on the commands that had it)."""
     cmd.add_argument("--input", type=Path, default=None, metavar="FILE", help=what)
-    cmd.add_argument("--csv", type=Path, dest="input", action=_DeprecatedAlias,
-                     help=argparse.SUPPRESS)
+    if old_alias:
+        cmd.add_argument("--csv", type=Path, dest="input", action=_DeprecatedAlias,
+                         help=argparse.SUPPRESS)
     cmd.set_defaults(input_required=True)
 
 
@@ -256,6 +265,42 @@ def _add_latent_commands(sub: argparse._SubParsersAction) -> None:
                         help="samples written as .npy or .csv")
 
 
+def _add_backtest_command(sub: argparse._SubParsersAction) -> None:
+    cmd = sub.add_parser("backtest", help="recorded data through the daemon's code -> "
+                                          "report: plots, alarms, incidents, a rate sweep")
+    _add_input(cmd, "recording: CSV, JSON lines (.jsonl) or .npy, rows in time order",
+               old_alias=False)
+    _add_columns(cmd)
+    cmd.add_argument("--label-column", default=None, metavar="NAME",
+                     help="column that marks anomalous rows (1/true); enables precision, "
+                          "recall and event F1 (.npy: a column number)")
+    cmd.add_argument("--key-column", default=None, metavar="NAME",
+                     help="column of the entity key (default: `key` when present; .npy: a "
+                          "column number)")
+    cmd.add_argument("--time-column", default=None, metavar="NAME",
+                     help="epoch ms or ISO-8601 (default: ts, timestamp, time, datetime or "
+                          "date when present)")
+    cmd.add_argument("--interval", type=float, default=1.0, metavar="S",
+                     help="seconds between rows when there is no time column")
+    cmd.add_argument("--warmup", type=int, default=None, metavar="ROWS",
+                     help="train on the samples of the first ROWS rows (default: the first "
+                          "STREAMAE_WARMUP_SIZE samples, as the daemon's cold start)")
+    cmd.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                     help="score everything with the newest checkpoint in DIR instead")
+    cmd.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="report folder: report.md, PNGs, verdicts.csv, summary.json")
+    cmd.add_argument("--rates", type=float, nargs="+", default=None,
+                     metavar="RATE", help="target false-alarm rates of the sweep (default: "
+                                          "1e-2 1e-3 1e-4 1e-5 1e-6)")
+    cmd.add_argument("--pick", type=float, default=None, metavar="RATE",
+                     help="the false-alarm rate to give settings for")
+    cmd.add_argument("--max-alarms-per-day", type=float, default=None, metavar="N",
+                     help="give settings for the most sensitive rate with at most N alarms "
+                          "a day")
+    cmd.add_argument("--max-plots", type=int, default=12, metavar="N",
+                     help="PNGs for the N keys with the most alarms")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="streamae", description=DESCRIPTION)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -274,6 +319,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed of the stream")
     _add_file_commands(sub)
     _add_latent_commands(sub)
+    _add_backtest_command(sub)
     return top
 
 
@@ -286,7 +332,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "score": cmd_score,
-            "encode": cmd_encode, "sample": cmd_sample}
+            "encode": cmd_encode, "sample": cmd_sample, "backtest": cmd_backtest}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,10 @@
-"""Recorded rows through the daemon's own parts, in order, without a broker.
+"""Recorded messages through the daemon's own parts, in order, without a broker.
 
-The same window builder, centring, ``train_detector``, ``calibrated_threshold``, ``Scorer``
-and ``thresholds.classify_and_learn`` as ``streamae run``, optionally the ``Retrainer``:
-what a deployment would have said about a recording, fast enough to evaluate and tune on.
+The same ``Decoding`` (decoder, window builder and its centring), ``train_detector``,
+``calibrated_threshold``, ``Scorer`` and ``thresholds.classify_and_learn`` as
+``streamae run``, optionally the ``Retrainer``: what a deployment would have said about a
+recording, fast enough to evaluate and tune on. Rows become the JSON messages a producer
+would send (:func:`row_records`), so a replay decodes exactly what the daemon decodes.
 A row's verdict is that of the newest window ending at or before it (with stride 1, its
 own); rows before the first window carry NaN and no flag.
 """
@@ -10,13 +12,50 @@ own); rows before the first window carry NaN and no flag.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streamae.intake import Decoding, Sample
 from streamae.settings import Settings
 from streamae.thresholds import classify_and_learn
+
+if TYPE_CHECKING:
+    from streamae.live import LiveModel
+
+
+@dataclass(frozen=True)
+class Record:
+    """The fields of a Kafka consumer record that the daemon reads."""
+
+    value: bytes
+    offset: int  # the row of the recording
+    key: bytes | None = None
+    timestamp: int | None = None
+    topic: str = "replay"
+    partition: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class Replayed:
+    """Every sample the daemon would have scored, in order, with its verdict."""
+
+    samples: list[Sample]
+    scores: np.ndarray  # (S,) calibrated scores
+    flags: np.ndarray  # (S,) bool
+    thresholds: np.ndarray  # (S,) the value in force (NaN while the threshold is cold)
+    warm: int  # the first ``warm`` samples trained the model (0 with a given model)
+    dead: list[tuple[Any, Exception]] = field(default_factory=list)  # would be dead letters
+    retrains: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The row (record offset) each sample is reported under."""
+        return np.array([s.record.offset for s in self.samples], dtype=np.int64)
 
 
 @dataclass
@@ -46,41 +85,72 @@ def per_row(n_rows: int, rows: Sequence[int], scores: Sequence[float],
     return out_scores, out_flags
 
 
-def _samples(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Settings,
-             names: Sequence[str] | None) -> tuple[np.ndarray, list[int]]:
-    """What the model sees for each row (windows for window input) and the row of each."""
-    if settings.input.kind != "window":
-        return np.asarray(values, dtype=np.float32), list(range(len(values)))
-    from streamae.windows import Centring, WindowBuilder
-
-    w = settings.window
-    builder = WindowBuilder(w.length, w.stride, w.max_keys, w.late_policy)
-    centred = Centring(w.centred_features).columns(tuple(names) if names else None)
-    windows, rows = [], []
-    for i, (ts, row) in enumerate(zip(ts_ms, values, strict=True)):
-        for built in builder.push(key, int(ts), row):
-            windows.append(Centring.apply(built.values, centred))
-            rows.append(i)
-    return np.stack(windows).astype(np.float32), rows
+def row_message(key: str | None, ts: int | str | None, values: np.ndarray,
+                names: Sequence[str] | None = None) -> bytes:
+    """One row as a producer sends it: ``{"key", "ts", "values": [..] or {name: ..}}``."""
+    body: dict[str, Any] = {} if key is None else {"key": key}
+    if ts is not None:
+        body["ts"] = ts
+    floats = [float(v) for v in values]
+    body["values"] = dict(zip(names, floats, strict=True)) if names else floats
+    return json.dumps(body).encode()  # every digit: float32 -> JSON -> float32 is exact
 
 
-def replay_rows(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Settings,
-                names: Sequence[str] | None = None, retrain: bool = False) -> RowVerdicts:
-    """Train on the first ``settings.warmup_size`` samples (windows), then score them and
-    the rest in batches of ``settings.batch.max_size`` as the daemon does; with ``retrain``
-    the retrainer runs too (waited for after each batch, as a slow stream would allow)."""
-    from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
-    from streamae.metrics import Metrics
+def row_records(keys: Sequence[str | None], ts: Sequence[int | str | None],
+                values: np.ndarray, names: Sequence[str] | None = None) -> list[Record]:
+    """A recording's rows as records of one partition, offset = row."""
+    return [Record(row_message(k, t, row, names), i, None if k is None else k.encode())
+            for i, (k, t, row) in enumerate(zip(keys, ts, values, strict=True))]
+
+
+def replay(records: Sequence[Record], settings: Settings, *, warmup_rows: int | None = None,
+           live: LiveModel | None = None, retrain: bool = False,
+           progress: Callable[[int], None] | None = None) -> Replayed:
+    """Decode and window ``records``; unless ``live`` is given, train on the samples of
+    the rows (offsets) before ``warmup_rows``, by default on the first
+    ``settings.warmup_size`` samples as the cold start does; then score every sample in
+    batches of ``settings.batch.max_size`` as the daemon does (the warm-up ones too). With
+    ``retrain`` the retrainer runs as well (waited for after each batch, as a slow stream
+    would allow). ``progress`` is called with the samples scored by each batch."""
+    decoding = Decoding(settings.input, settings.window, settings.kafka.max_message_bytes)
+    intake = decoding.take(records)
+    if not intake.samples:
+        return Replayed([], np.zeros(0), np.zeros(0, bool), np.zeros(0), 0, intake.dead)
+    data = np.stack([s.values for s in intake.samples]).astype(np.float32, copy=False)
+    warm = (0 if live is not None else
+            sum(s.record.offset < warmup_rows for s in intake.samples) if warmup_rows is not None
+            else min(settings.warmup_size, len(data)))
+    slot = _slot(settings, live if live is not None else _train(data[:warm], settings))
+    scores, flags, values, retrains = _score(slot, data, warm, settings, retrain, progress)
+    return Replayed(intake.samples, scores, flags, values, warm, intake.dead, retrains)
+
+
+def _train(data: np.ndarray, settings: Settings) -> LiveModel:
+    """The cold start's model: ``ColdStart`` trains and calibrates the same way."""
+    from streamae.live import LiveModel, calibrated_threshold, train_detector
     from streamae.scoring import Scorer
 
-    data, rows = _samples(key, ts_ms, values, settings, names)
-    warm = settings.warmup_size
-    detector = train_detector(data[:warm], settings.model, settings.device)
+    detector = train_detector(data, settings.model, settings.device,
+                              normalisation=settings.threshold.normalisation)
+    return LiveModel(Scorer(detector, settings.device, settings.batch.max_size),
+                     calibrated_threshold(settings.threshold, detector), 1)
+
+
+def _slot(settings: Settings, live: LiveModel) -> Any:
+    from streamae.live import ModelSlot
+
     slot = ModelSlot()
-    slot.swap(LiveModel(Scorer(detector, settings.device, settings.batch.max_size),
-                        calibrated_threshold(settings.threshold, detector), 1))
+    slot.swap(live)
+    return slot
+
+
+def _score(slot: Any, data: np.ndarray, warm: int, settings: Settings, retrain: bool,
+           progress: Callable[[int], None] | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The daemon's score-then-threshold step over ``data``, batch by batch."""
     retrainer = None
     if retrain:
+        from streamae.metrics import Metrics
         from streamae.retrain import Retrainer
 
         retrainer = Retrainer(settings.retrain, settings.model, settings.threshold,
@@ -88,23 +158,33 @@ def replay_rows(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Setti
                               max_batch=settings.batch.max_size)
     size = settings.batch.max_size
     bounds = [0, warm, *range(warm + size, len(data), size), len(data)]
-    scores, flags = [], []
+    scores, flags, values = [], [], []
     try:
         for start, end in itertools.pairwise(bounds):
             if start >= end:
                 continue
-            live = slot.live
+            live = slot.live  # read once per batch, as the daemon does
             result = live.scorer.score(data[start:end])
-            batch_flags, _ = classify_and_learn(live.threshold, result.scores)
+            batch_flags, value = classify_and_learn(live.threshold, result.scores)
             scores.append(result.scores)
             flags.append(batch_flags)
+            values.append(np.full(end - start, np.nan if value is None else value))
             if retrainer is not None:
                 retrainer.observe(live, data[start:end], result.scores, batch_flags)
                 retrainer.wait()
+            if progress is not None:
+                progress(end - start)
     finally:
         if retrainer is not None:
             retrainer.close()
-    row_scores, row_flags = per_row(len(values), rows, np.concatenate(scores),
-                                    np.concatenate(flags))
-    return RowVerdicts(row_scores, row_flags,
-                       list(retrainer.outcomes) if retrainer is not None else [])
+    outcomes = list(retrainer.outcomes) if retrainer is not None else []
+    return np.concatenate(scores), np.concatenate(flags), np.concatenate(values), outcomes
+
+
+def replay_rows(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Settings,
+                names: Sequence[str] | None = None, retrain: bool = False) -> RowVerdicts:
+    """One key's rows (in time order) replayed; verdicts per row (see :func:`replay`)."""
+    records = row_records([key] * len(values), [int(t) for t in ts_ms], values, names)
+    result = replay(records, settings, retrain=retrain)
+    scores, flags = per_row(len(values), result.rows, result.scores, result.flags)
+    return RowVerdicts(scores, flags, result.retrains)

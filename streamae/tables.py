@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -22,13 +23,7 @@ def read_table(path: Path, columns: list[str] | None = None,
                exclude: tuple[str, ...] = ()) -> Table:
     """Numeric columns of a CSV (``columns`` picks and orders them; ``exclude`` drops)."""
     with open(path, newline="") as handle:
-        sample = handle.read(8192)
-        handle.seek(0)
-        try:
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-        except csv.Error as exc:
-            raise StreamaeError(f"{path}: cannot tell the delimiter") from exc
-        rows = list(csv.reader(handle, dialect))
+        rows = list(csv.reader(handle, _dialect(path, handle)))
     if len(rows) < 2:
         raise StreamaeError(f"{path}: no data rows")
     header, body = rows[0], rows[1:]
@@ -42,6 +37,22 @@ def read_table(path: Path, columns: list[str] | None = None,
                       dtype=np.float32).T
     other = {name: table[name] for name in header if name not in chosen}
     return Table(tuple(chosen), values, other)
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names of a CSV (its first row)."""
+    with open(path, newline="") as handle:
+        return next(csv.reader(handle, _dialect(path, handle)), [])
+
+
+def _dialect(path: Path, handle: TextIO) -> type[csv.Dialect]:
+    """The delimiter and quoting of an open CSV, sniffed from its start; rewinds it."""
+    sample = handle.read(8192)
+    handle.seek(0)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error as exc:
+        raise StreamaeError(f"{path}: cannot tell the delimiter") from exc
 
 
 def _is_numeric(cells: list[str]) -> bool:

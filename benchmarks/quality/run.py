@@ -7,7 +7,8 @@ Each scenario (benchmarks/quality/generators.py) streams through the daemon's ow
 process (``streamae.replay``; tests/integration/test_skab.py proves that path gives the
 daemon's verdicts through Kafka): window input, the training part as warm-up, every other
 setting at its default. Per scenario and seed: recall of anomalous events, false alarms per
-1,000 normal readings, event-level F1. A window is anomalous when it holds an anomalous
+1,000 normal readings, event-level F1 (``streamae.backtest.evaluation``, the figures
+``streamae backtest`` reports). A window is anomalous when it holds an anomalous
 reading (a spike stays in the window for its length: those windows are not false alarms).
 SKAB runs its leaderboard protocol with the same defaults (``benchmarks/skab.py``).
 Goals (issue 11): recall >= 0.95 and <= 1 false alarm per 1,000 normal readings on every
@@ -20,7 +21,6 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,46 +28,16 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE.parent))  # skab_data
 
+import skab_data as skab  # noqa: E402
 from generators import SCENARIOS, Scenario  # noqa: E402
 
-from streamae import skab  # noqa: E402
+from streamae.backtest.evaluation import Quality, quality  # noqa: E402
 from streamae.replay import replay_rows  # noqa: E402
 
 DEFAULTS = {"STREAMAE_INPUT__KIND": "window", "STREAMAE_DEVICE": "cpu",
             "STREAMAE_RETRAIN__ENABLED": "false", "STREAMAE_METRICS_PORT": "0"}
-
-
-@dataclass(frozen=True)
-class Quality:
-    recall: float  # anomalous events with at least one flagged window
-    false_per_1000: float  # flagged normal windows per 1,000 normal windows
-    f1: float  # event-level: precision over alarm runs, recall over events
-    events: int
-    alarms: int
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each run of True."""
-    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
-
-
-def quality(labels: np.ndarray, flags: np.ndarray, first: int, length: int) -> Quality:
-    """Event and reading figures over rows ``first`` onwards, windows of ``length``."""
-    labels, flags = labels[first:], flags[first:]
-    windowed = np.convolve(labels.astype(float), np.ones(length))[: len(labels)] > 0
-    normal = ~windowed
-    false_per_1000 = 1000.0 * float(np.sum(flags & normal)) / max(1, int(normal.sum()))
-    events = _runs(labels)
-    reach = [(s, e + length - 1) for s, e in events]
-    found = sum(bool(flags[s:e].any()) for s, e in reach)
-    alarms = _runs(flags)
-    true_alarms = sum(any(a < e and s < b for s, e in reach) for a, b in alarms)
-    recall = found / max(1, len(events))
-    precision = true_alarms / len(alarms) if alarms else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return Quality(recall, false_per_1000, f1, len(events), len(alarms))
 
 
 def run_scenario(scenario: Scenario, env: dict[str, str]) -> Quality:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from streamae import skab
 from tests.conftest import load_script
 
+pytestmark = pytest.mark.skab
+skab = load_script("skab_data", "benchmarks/skab_data.py")
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("valve1/0.csv", "valve1/1.csv", "valve1/2.csv", "other/3.csv")
 

@@ -191,7 +191,7 @@ def test_top_level_help_is_whole_sentences(capsys):
     text = capsys.readouterr().out
     description = text.split("\n\n")[1]
     assert description.rstrip().endswith(".") and "``" not in description
-    for command in ("run", "demo", "train", "score", "encode", "sample"):
+    for command in ("run", "demo", "train", "score", "encode", "sample", "backtest"):
         assert f"    {command} " in text
 
 

@@ -1,5 +1,9 @@
 """SKAB (Skoltech Anomaly Benchmark) as the daemon sees it: files, protocol, metrics, replay.
 
+Data-set code, so it lives under ``benchmarks/`` (imported as ``skab_data`` by the scripts
+here, and by tests through ``tests.conftest.load_script``); the package offers the generic
+parts: ``streamae.replay``, ``streamae.backtest`` and its ``evaluation`` metrics.
+
 The data is GPL-3.0 and never part of the project: it is read from ``$STREAMAE_SKAB_DIR``
 or ``../shared/datasets/skab`` beside the repository. Per the published leaderboard each
 labelled file is one experiment: fit on its first ``FIT_ROWS`` rows, score the rest in
@@ -12,11 +16,10 @@ is reported under the row that completed it. ``warmup_windows`` is the number of
 the first ``FIT_ROWS`` rows make, so the cold start trains on exactly those. A row's
 verdict is that of the newest window ending at or before it (with stride 1, its own).
 
-:func:`replay` runs one file through the daemon's own parts without Kafka (the window
-builder and its centring, ``train_detector``, ``calibrated_threshold``, ``Scorer``,
-``thresholds.classify_and_learn`` as the daemon applies it, optionally the
-``Retrainer``), for tuning;
-``benchmarks/skab.py`` streams the same files through the real daemon and broker.
+:func:`replay` runs one file through ``streamae backtest``'s engine
+(``streamae.backtest.engine.run``: the daemon's decoding, windows, model and threshold via
+``streamae.replay``, optionally the ``Retrainer``), for tuning; ``benchmarks/skab.py``
+streams the same files through the real daemon and broker.
 Numpy only: no scikit-learn in the package.
 """
 
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from streamae.replay import replay_rows
+from streamae.backtest.engine import run
+from streamae.backtest.evaluation import Confusion
+from streamae.backtest.recording import Recording
+from streamae.replay import row_message
 from streamae.settings import Settings, load_settings
 
 FIT_ROWS = 400
@@ -65,9 +70,13 @@ class SkabFile:
 
     def messages(self) -> list[bytes]:
         """One JSON vector message per row: ``{"key", "ts", "values": {sensor: value}}``."""
-        return [json.dumps({"key": self.name, "ts": int(ts),
-                            "values": dict(zip(SENSORS, map(float, row), strict=True))}).encode()
+        return [row_message(self.name, int(ts), row, SENSORS)
                 for ts, row in zip(self.ts_ms, self.values, strict=True)]
+
+    def recording(self) -> Recording:
+        """The file as ``streamae backtest`` reads it."""
+        return Recording(self.values, SENSORS, [self.name] * len(self.ts_ms),
+                         [int(t) for t in self.ts_ms], self.ts_ms, self.labels, self.name)
 
 
 def data_dir(repo_root: Path | None = None) -> Path | None:
@@ -111,40 +120,7 @@ def warmup_windows(length: int, stride: int = 1, fit_rows: int = FIT_ROWS) -> in
     return (fit_rows - length) // stride + 1
 
 
-# -- metrics ---------------------------------------------------------------------------
-@dataclass
-class Confusion:
-    """Point-wise confusion counts, pooled by ``add``."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-
-    def add(self, flags: np.ndarray, labels: np.ndarray) -> None:
-        flags, labels = np.asarray(flags, dtype=bool), np.asarray(labels, dtype=bool)
-        self.tp += int(np.sum(flags & labels))
-        self.fp += int(np.sum(flags & ~labels))
-        self.fn += int(np.sum(~flags & labels))
-        self.tn += int(np.sum(~flags & ~labels))
-
-    @property
-    def f1(self) -> float:
-        """SKAB's F1 = TP / (TP + (FP + FN) / 2)."""
-        denominator = self.tp + (self.fp + self.fn) / 2
-        return self.tp / denominator if denominator else 0.0
-
-    @property
-    def far(self) -> float:
-        """False alarm rate, % of normal rows flagged."""
-        return 100.0 * self.fp / max(1, self.fp + self.tn)
-
-    @property
-    def mar(self) -> float:
-        """Missed alarm rate, % of anomalous rows not flagged."""
-        return 100.0 * self.fn / max(1, self.fn + self.tp)
-
-
+# -- metrics (point-wise Confusion: streamae.backtest.evaluation) ----------------------
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve: P(anomalous row scores above a normal one), ties half.
 
@@ -258,6 +234,9 @@ def settings_from_env(env: dict[str, str]) -> Settings:
 
 # -- the in-process replay -------------------------------------------------------------
 def replay(file: SkabFile, settings: Settings, retrain: bool = False) -> FileResult:
-    """One file through the daemon's parts in order, no broker (see ``streamae.replay``)."""
-    result = replay_rows(file.name, file.ts_ms, file.values, settings, SENSORS, retrain)
-    return FileResult(file.name, file.labels, result.scores, result.flags, result.retrains)
+    """One file through ``streamae backtest``'s engine, no broker: the first
+    ``settings.warmup_size`` windows train the model, every window is scored."""
+    result = run(file.recording(), settings, retrain=retrain, rates=())
+    verdicts = result.keys[0]
+    return FileResult(file.name, file.labels, verdicts.scores, verdicts.flags,
+                      result.replayed.retrains)
