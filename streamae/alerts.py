@@ -17,8 +17,27 @@ IMAGE_PATCH = 4  # pixels per side of a reported region
 
 
 def explain(sample: Sample, values: np.ndarray, reconstructed: np.ndarray, z: np.ndarray,
-            top_k: int, with_heatmap: bool) -> dict:
-    """The ``features`` / ``regions`` / ``heatmap`` / ``window`` parts of an event."""
+            top_k: int, with_heatmap: bool, unseen: np.ndarray | None = None) -> dict:
+    """The ``features`` / ``regions`` / ``heatmap`` / ``window`` / ``unseen`` parts of an
+    event; ``unseen`` (bools shaped like ``values``) marks features that had one value in
+    training and another now: named as such, since the model cannot judge them."""
+    parts = _explain(sample, values, reconstructed, z, top_k, with_heatmap)
+    if unseen is not None and unseen.any() and values.ndim < 3:
+        parts["unseen"] = unseen_values(sample, values, unseen)
+    return parts
+
+
+def unseen_values(sample: Sample, values: np.ndarray, unseen: np.ndarray) -> list[dict]:
+    """One entry per feature constant in training that has another value in this sample."""
+    names = list(sample.names) if sample.names else None
+    latest = values[-1] if values.ndim == 2 else values
+    columns = np.flatnonzero(unseen.any(axis=0) if unseen.ndim == 2 else unseen)
+    return [{"feature": names[c] if names is not None and c < len(names) else int(c),
+             "actual": float(latest[c]), "note": "unseen value"} for c in columns]
+
+
+def _explain(sample: Sample, values: np.ndarray, reconstructed: np.ndarray, z: np.ndarray,
+             top_k: int, with_heatmap: bool) -> dict:
     if values.ndim == 3:  # (C, H, W) image
         parts: dict = {"regions": worst_patches(z, IMAGE_PATCH, top_k)}
         if with_heatmap:

@@ -73,7 +73,7 @@ REASONS: frozenset[str] = frozenset(
 
 JSON_TYPES = frozenset({"application/json", "text/json", "text/plain"})
 FLOAT32_TYPES = frozenset({"application/x-float32", "application/octet-stream"})
-ANOMALY_SCHEMA = "streamae.anomaly/v1"
+ANOMALY_SCHEMA = "streamae.anomaly/v2"  # v2: calibrated score, p_value, unseen
 SCORE_SCHEMA = "streamae.score/v1"
 DETAIL_MAX_BYTES = 1024
 _MAX_ABS_TS_MS = 10**15  # ~ year 33658: beyond this a "timestamp" is garbage
@@ -364,8 +364,13 @@ def anomaly_event(
     regions: list[dict] | None = None,
     heatmap: list[list[float]] | None = None,
     window: dict | None = None,
+    unseen: list[dict] | None = None,
 ) -> dict:
-    """The anomaly record (flat; optional explanation fields only when given)."""
+    """The anomaly record (flat; optional explanation fields only when given).
+
+    ``score`` is ``-log10(p_value)``, p_value the share of normal readings at least this
+    extreme under the model's calibration; ``threshold`` is on the same scale
+    (``threshold_p`` = the false-alarm rate it stands for)."""
     event: dict[str, Any] = {
         "schema": ANOMALY_SCHEMA,
         "topic": topic,
@@ -377,11 +382,13 @@ def anomaly_event(
         "score": score,
         "threshold": threshold,
         "threshold_method": threshold_method,
-        "score_ratio": float(score) / float(threshold) if threshold else None,
+        "p_value": 10.0 ** -float(score),
+        "threshold_p": 10.0 ** -float(threshold),
         "model_kind": model_kind,
         "model_version": model_version,
     }
-    optional = {"features": features, "regions": regions, "heatmap": heatmap, "window": window}
+    optional = {"features": features, "regions": regions, "heatmap": heatmap, "window": window,
+                "unseen": unseen}
     event.update({name: item for name, item in optional.items() if item is not None})
     return event
 

@@ -220,7 +220,8 @@ class Daemon:
                          threshold: float | None) -> tuple[tuple[str, float], ...]:
         """Publish one anomaly event; its top features (name, z) for the incident."""
         explanation = explain(sample, values, batch.reconstructed[i], batch.feature_z[i],
-                              self.settings.threshold.top_k, with_heatmap=True)
+                              self.settings.threshold.top_k, with_heatmap=True,
+                              unseen=None if batch.unseen is None else batch.unseen[i])
         event = build_event(sample, score=float(batch.scores[i]), threshold=float(threshold),
                             method=self.settings.threshold.method,
                             kind=live.detector.model.description,

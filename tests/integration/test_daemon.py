@@ -62,7 +62,7 @@ def test_demo_stream_anomalies_are_detected(daemon_env, produce, read_topic, mon
     assert recall >= 0.95
     assert false_alarm_rate <= 0.02
     event = events[0]
-    assert event["schema"] == "streamae.anomaly/v1"
+    assert event["schema"] == "streamae.anomaly/v2"
     assert event["model_version"] == 1 and event["threshold"] > 0
     assert len(event["features"]) == 3
     assert {"feature", "actual", "reconstructed", "direction", "z"} <= set(event["features"][0])

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from streamae.alerts import IMAGE_PATCH, build_event, explain
 from streamae.intake import Sample
@@ -123,6 +124,24 @@ def test_build_event_is_valid_json_with_the_explanation():
     decoded = json.loads(encode_json(event))
     assert decoded["schema"] == ANOMALY_SCHEMA
     assert (decoded["topic"], decoded["partition"], decoded["offset"]) == ("in", 2, 41)
-    assert decoded["key"] == "pump-7" and decoded["score_ratio"] == 3.0
+    assert decoded["key"] == "pump-7" and decoded["p_value"] == pytest.approx(1e-12)
     assert decoded["model_kind"] == "conv" and decoded["model_version"] == 3
     assert decoded["regions"][0]["row"] == 0 and len(decoded["heatmap"]) == 8
+
+
+def test_a_column_constant_in_training_is_named_as_an_unseen_value():
+    from streamae.scaling import Scaler
+
+    train = np.zeros((200, 3), np.float32)
+    train[:, 0] = np.random.default_rng(0).normal(size=200)  # cmd stays 0 in training
+    scaler = Scaler.fit(train, per_feature=True)
+    reading = np.array([0.3, 1.0, 0.0], np.float32)  # cmd1 switched on
+    assert scaler.transform(reading[None])[0, 1] == 0.0  # contributes nothing to the error
+    unseen = scaler.unseen(reading[None])[0]
+    assert unseen.tolist() == [False, True, False]
+    parts = explain(sample(reading, ("v", "cmd1", "cmd2")), reading, reading, np.zeros(3),
+                    1, True, unseen=unseen)
+    assert parts["unseen"] == [{"feature": "cmd1", "actual": 1.0, "note": "unseen value"}]
+    quiet = explain(sample(reading), reading, reading, np.zeros(3), 1, True,
+                    unseen=np.zeros(3, bool))
+    assert "unseen" not in quiet

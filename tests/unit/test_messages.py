@@ -236,12 +236,13 @@ def test_anomaly_event_fields_and_numpy_encoding():
         heatmap=np.array([[0.1, 0.2]], dtype=np.float32).tolist(),
         window={"length": 32, "values": np.arange(3, dtype=np.float32)},
     )
-    assert event["schema"] == ANOMALY_SCHEMA == "streamae.anomaly/v1"
+    assert event["schema"] == ANOMALY_SCHEMA == "streamae.anomaly/v2"
     assert "regions" not in event
     decoded = json.loads(encode_json(event))
     assert decoded["partition"] == 2
     assert decoded["score"] == pytest.approx(3.14159, abs=1e-5)
-    assert decoded["score_ratio"] == pytest.approx(3.14159265 / 1.5, rel=1e-5)
+    assert decoded["p_value"] == pytest.approx(10 ** -3.14159265, rel=1e-5)
+    assert decoded["threshold_p"] == pytest.approx(10 ** -1.5, rel=1e-5)
     assert decoded["features"][0]["z"] == 5.5
     assert decoded["window"]["values"] == [0.0, 1.0, 2.0]
     assert decoded["heatmap"] == [[0.1, 0.2]]

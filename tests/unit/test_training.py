@@ -147,3 +147,8 @@ def test_diverging_loss_raises_model_error():
     data = correlated(64, 0) * 1e3
     with pytest.raises(ModelError, match="loss"):
         fit(data, "dense", SMALL, TrainConfig(epochs=20, learning_rate=1e30), "cpu")
+
+
+def test_training_measures_how_well_the_model_refuses_a_synthetic_spike():
+    detector = fit(correlated(1000, 0), "dense", SMALL, TrainConfig(epochs=30), device="cpu")
+    assert detector.spike_sensitivity is not None and detector.spike_sensitivity > 0.9
