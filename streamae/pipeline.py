@@ -23,11 +23,12 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from streamae.alerts import build_event, explain
+from streamae.delivery import Delivery
 from streamae.exceptions import InfrastructureError
 from streamae.intake import Decoding, Sample
 from streamae.kafka_io import OffsetTracker, commit, consumer_lag, poll_batch
 from streamae.live import LiveModel, ModelSlot
-from streamae.messages import dead_letter_headers, encode_json, score_record
+from streamae.messages import encode_json, score_record
 from streamae.metrics import Metrics
 from streamae.settings import Settings
 from streamae.thresholds import classify_and_learn
@@ -35,8 +36,8 @@ from streamae.warmup import ColdStart
 
 log = logging.getLogger(__name__)
 
-FLUSH_TIMEOUT_S = 60.0
 LAG_EVERY_S = 5.0
+PROBE_TIMEOUT_MS = 2_000  # one broker round trip that says whether it is reachable
 REJOIN_AFTER_S = 20.0
 # Called after each scored batch with (live model, inputs, normalised scores, flags).
 ScoredHook = Callable[[LiveModel, np.ndarray, np.ndarray, np.ndarray], None]
@@ -70,7 +71,10 @@ class Daemon:
         self.scored_hooks: list[ScoredHook] = []
         self.heartbeat = time.monotonic()  # last loop turn, for /healthz
         self.broker_ok = False  # partitions assigned, for /readyz
-        self._pending: list[Any] = []  # futures of records sent in this turn
+        self.broker_reachable = True  # the last probe or delivery was answered, for /readyz
+        self.delivery = Delivery(producer, settings.kafka.dead_letter_topic, self.metrics,
+                                 outage_budget_s=settings.kafka.outage_budget_s,
+                                 on_wait=self._waiting_for_broker, clock=clock)
         self._finished: list[Any] = []  # input records done once this turn's sends are acked
         self._scored_ts: list[int] = []
         self._lag_at = 0.0
@@ -169,17 +173,8 @@ class Daemon:
         self._window_counts = now
 
     def _dead_letter(self, dead: list[tuple[Any, Exception]]) -> None:
-        now = int(self.clock() * 1000)
         for record, error in dead:
-            headers = list(record.headers or []) + dead_letter_headers(
-                error, topic=record.topic, partition=record.partition, offset=record.offset,
-                now_ms=now)
-            self._send(self.settings.kafka.dead_letter_topic, record.value, record.key, headers)
-            reason = getattr(error, "reason", "unexpected")
-            self.metrics.dead_letters.labels(reason=reason).inc()
-            log.warning("event=dead_letter reason=%s topic=%s partition=%d offset=%d detail=%r",
-                        reason, record.topic, record.partition, record.offset,
-                        str(error)[:200])
+            self.delivery.dead_letter(record, error)
             self._finished.append(record)
         self.stats.dead_letters += len(dead)
 
@@ -190,7 +185,12 @@ class Daemon:
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
         flags, value = classify_and_learn(live.threshold, batch.scores)
         for i in np.flatnonzero(flags):
-            self._publish_anomaly(live, samples[i], values[i], batch, int(i), value)
+            try:
+                self._publish_anomaly(live, samples[i], values[i], batch, int(i), value)
+            except InfrastructureError:
+                raise
+            except Exception as exc:  # one record's explanation must not stop the batch
+                self._dead_letter([(samples[i].record, exc)])
         self._publish_scores(live, samples, batch.scores, flags, value)
         for hook in self.scored_hooks:
             hook(live, values, batch.scores, flags)
@@ -231,24 +231,14 @@ class Daemon:
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None,
               headers: list[tuple[str, bytes]] | None = None) -> None:
-        try:
-            self._pending.append(self.producer.send(topic, value=value, key=key,
-                                                    headers=headers or []))
-        except KafkaError as exc:
-            raise InfrastructureError(f"cannot send to {topic}: {exc}") from exc
+        self.delivery.send(topic, value, key, headers)
 
     def _deliver_and_commit(self, wait: bool = True) -> None:
         """Wait for every ack of this turn, then commit the offsets that are now done."""
-        if self._pending:
-            try:
-                self.producer.flush(timeout=FLUSH_TIMEOUT_S)
-            except KafkaError as exc:
-                raise InfrastructureError(f"publish not acknowledged: {exc}") from exc
-            failed = [f for f in self._pending if not f.succeeded()]
-            if failed:
-                raise InfrastructureError(f"{len(failed)} records not acknowledged: "
-                                          f"{failed[0].exception!r}")
-            self._pending.clear()
+        sent = self.delivery.pending
+        self.delivery.settle()
+        if sent:
+            self._set_reachable(True)
         now_ms = self.clock() * 1000
         for ts in self._scored_ts:
             if ts is not None and ts > 0:
@@ -259,11 +249,33 @@ class Daemon:
         commit(self.consumer, self.tracker, wait=wait)
 
     def _observe_lag(self) -> None:
+        """Every few seconds: one broker round trip (is it reachable?) and the lag gauges."""
         if time.monotonic() - self._lag_at < LAG_EVERY_S:
             return
         self._lag_at = time.monotonic()
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return
+        try:
+            self.consumer.end_offsets(assigned, timeout_ms=PROBE_TIMEOUT_MS)
+        except KafkaError as exc:
+            self._set_reachable(False, repr(exc))
+            return
+        self._set_reachable(True)
         for tp, lag in consumer_lag(self.consumer).items():
             self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+    def _set_reachable(self, reachable: bool, detail: str = "") -> None:
+        if reachable and not self.broker_reachable:
+            log.info("event=broker_reachable_again")
+        elif not reachable and self.broker_reachable:
+            log.warning("event=broker_unreachable detail=%r", detail[:200])
+        self.broker_reachable = reachable
+
+    def _waiting_for_broker(self, waited_s: float) -> None:
+        """Called while records wait for acks: the loop is alive, the broker is not."""
+        self.heartbeat = time.monotonic()
+        self._set_reachable(False, f"records not acknowledged for {waited_s:.0f}s")
 
     # -- probes ---------------------------------------------------------------------
     def liveness(self, stale_after_s: float = 120.0) -> tuple[bool, str]:
@@ -276,6 +288,8 @@ class Daemon:
             return False, "no model yet (warming up)"
         if not self.broker_ok:
             return False, "no partitions assigned (broker unreachable or rebalancing)"
+        if not self.broker_reachable:
+            return False, "broker unreachable (records or probes not answered)"
         return True, f"model {live.kind} v{live.version}"
 
 

@@ -59,6 +59,8 @@ class KafkaSettings(Section):
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     session_timeout_ms: int = Field(45_000, ge=1_000)
     max_message_bytes: int = Field(1_048_576, ge=16)  # larger inputs are dead-lettered
+    # How long the daemon waits for an unreachable broker (acks, start-up) before it exits.
+    outage_budget_s: float = Field(600.0, gt=0)
 
     _split_topics = field_validator("input_topics", mode="before")(_split_csv)
 
