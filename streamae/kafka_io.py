@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import CorruptRecordError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from streamae.exceptions import InfrastructureError
 from streamae.settings import KafkaSettings
+from streamae.unreadable import UnreadableRecords
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +80,38 @@ def build_producer(kafka: KafkaSettings) -> KafkaProducer:
             retries=2**31 - 1,
             delivery_timeout_ms=120_000,
             linger_ms=5,
-            max_request_size=max(kafka.max_message_bytes * 2, 1_048_576),
+            max_request_size=request_limit(kafka),
+            # kafka-python 3.0's idempotent producer (its default) turns one refused batch
+            # (a dead letter the broker finds too large) into the same error for every
+            # later send; at least once needs no idempotence, duplicates are bounded anyway.
+            enable_idempotence=False,
         )
     except KafkaError as exc:
         raise InfrastructureError(f"cannot connect producer: {exc}") from exc
+
+
+HEADER_ROOM = 64 * 1024  # dead-letter headers and batch overhead on top of a value
+
+
+def request_limit(kafka: KafkaSettings) -> int:
+    """The producer's max_request_size: the largest dead letter plus its headers."""
+    return max(kafka.dead_letter_max_bytes, kafka.max_message_bytes, 1_048_576) + HEADER_ROOM
+
+
+def topic_configs(kafka: KafkaSettings) -> dict[str, dict[str, str]]:
+    """Per-topic configs for creation: the dead-letter topic holds the largest input."""
+    return {kafka.dead_letter_topic: {"max.message.bytes": str(request_limit(kafka))}}
 
 
 def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterable[str] = (),
                   partitions: int = 1) -> None:
     """Create missing topics (output, dead letters, model); existing ones are left alone."""
     compacted = set(compacted)
+    configs = topic_configs(kafka)
     wanted = [
-        NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"}
-                 if name in compacted else {})
+        NewTopic(name, partitions, 1, topic_configs={
+            **configs.get(name, {}), **({"cleanup.policy": "compact"} if name in compacted
+                                         else {})})
         for name in dict.fromkeys([*topics, *compacted])
     ]
     try:
@@ -117,12 +137,17 @@ def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> l
 
     An empty poll ends the batch at once: the client returns early only when it has
     nothing to give (no coordinator yet, say), and spinning on it would burn a core.
+    A record the client cannot parse raises ``UnreadableRecords`` with what was read before.
     """
     records: list[Record] = []
     deadline = time.monotonic() + max_wait_ms / 1000
     while len(records) < max_records:
         remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_records - len(records))
+        try:
+            polled = consumer.poll(timeout_ms=remaining_ms,
+                                   max_records=max_records - len(records))
+        except CorruptRecordError as exc:  # see streamae.unreadable
+            raise UnreadableRecords(records, exc) from exc
         for batch in polled.values():
             records.extend(batch)
         if remaining_ms == 0 or not polled:

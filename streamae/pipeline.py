@@ -26,12 +26,13 @@ from streamae.alerts import build_event, explain
 from streamae.delivery import Delivery
 from streamae.exceptions import InfrastructureError
 from streamae.intake import Decoding, Sample
-from streamae.kafka_io import OffsetTracker, commit, consumer_lag, poll_batch
+from streamae.kafka_io import OffsetTracker, commit, consumer_lag, poll_batch, security_config
 from streamae.live import LiveModel, ModelSlot
 from streamae.messages import encode_json, score_record
 from streamae.metrics import Metrics
 from streamae.settings import Settings
 from streamae.thresholds import classify_and_learn
+from streamae.unreadable import UnreadableError, UnreadableRecord, UnreadableRecords, locate
 from streamae.warmup import ColdStart
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Daemon:
         self._lag_at = 0.0
         self._window_counts: dict[str, int] = {}
         self._unassigned_since: float | None = None
+        self._unreadable: list[tuple[Any, Exception]] = []  # stand-ins of skipped offsets
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunStats:
@@ -108,7 +110,8 @@ class Daemon:
         records = self._poll()
         intake = self.decoding.take(records)
         self._count_window_events()
-        self._dead_letter(intake.dead)
+        self._dead_letter(self._unreadable + intake.dead)
+        self._unreadable = []
         self._finished.extend(intake.absorbed)
         ready = self.cold_start.admit(intake.samples, self.consumer, self.decoding)
         live = self.slot.live  # read once: a swap never splits a batch
@@ -132,7 +135,11 @@ class Daemon:
     # -- steps ----------------------------------------------------------------------
     def _poll(self) -> list[Any]:
         batch = self.settings.batch
-        records = poll_batch(self.consumer, batch.max_size, batch.max_wait_ms)
+        try:
+            records = poll_batch(self.consumer, batch.max_size, batch.max_wait_ms)
+        except UnreadableRecords as exc:
+            records = exc.records
+            self._skip_unreadable(exc.cause)
         self.broker_ok = bool(self.consumer.assignment())
         self._rejoin_if_stuck()
         if records:
@@ -141,6 +148,22 @@ class Daemon:
             self.metrics.consumed.inc(len(records))
             self.metrics.batch_size.observe(len(records))
         return records
+
+    def _skip_unreadable(self, cause: Exception) -> None:
+        """Seek past what the client cannot parse; stand-ins for the skipped offsets go out
+        as headers-only dead letters (see streamae.unreadable)."""
+        found = locate(self.consumer, security_config(self.settings.kafka))
+        if not found:
+            raise InfrastructureError(f"poll failed and no unreadable record found: {cause!r}")
+        for tp, offsets in found.items():
+            log.warning("event=unreadable_records topic=%s partition=%d first=%d next=%d "
+                        "error=%r", tp.topic, tp.partition, offsets.start, offsets.stop, cause)
+            self.consumer.seek(tp, offsets.stop)
+            error = UnreadableError(f"the client cannot parse this record: {cause}"[:500])
+            batch = [UnreadableRecord(tp.topic, tp.partition, n) for n in offsets]
+            self.tracker.started(batch)
+            self.stats.consumed += len(batch)
+            self._unreadable.extend((record, error) for record in batch)
 
     def _rejoin_if_stuck(self) -> None:
         """kafka-python 3.0 can join with metadata lacking a new topic and then stay

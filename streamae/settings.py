@@ -59,6 +59,9 @@ class KafkaSettings(Section):
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     session_timeout_ms: int = Field(45_000, ge=1_000)
     max_message_bytes: int = Field(1_048_576, ge=16)  # larger inputs are dead-lettered
+    # The dead-letter topic is created able to hold inputs up to this size (its
+    # max.message.bytes); a larger one is dead-lettered headers-only (size, reason, offset).
+    dead_letter_max_bytes: int = Field(8 * 1_048_576, ge=1_024)
     # How long the daemon waits for an unreachable broker (acks, start-up) before it exits.
     outage_budget_s: float = Field(600.0, gt=0)
 
