@@ -67,6 +67,9 @@ class Metrics:
         self.buffer_bytes = Gauge("streamae_buffer_bytes", "Bytes in the replay buffer",
                                   registry=r)
         self.rollbacks = Counter("streamae_rollbacks", "Promotions rolled back", registry=r)
+        self.models_rejected = Counter("streamae_models_rejected", "Checkpoints (model topic "
+                                       "or disk) refused before use, by reason", ["reason"],
+                                       registry=r)
 
     def set_model(self, kind: str, version: int) -> None:
         self.model_version.set(version)

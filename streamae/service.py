@@ -34,12 +34,12 @@ def serve(settings: Settings, max_messages: int | None = None,
           timeout_s: float | None = None) -> RunStats:
     ensure_topics(settings.kafka, output_topics(settings))
     slot = ModelSlot()
+    metrics = Metrics()
     if (live := load_live(settings.checkpoints.directory, settings.device,
-                          settings.batch.max_size)) is not None:
+                          settings.batch.max_size, metrics)) is not None:
         slot.swap(live)
         log.info("event=model_loaded origin=checkpoint version=%d kind=%s", live.version,
                  live.kind)
-    metrics = Metrics()
     consumer = build_consumer(settings.kafka, settings.batch.max_size)
     daemon = Daemon(settings, consumer, build_producer(settings.kafka), metrics=metrics,
                     slot=slot)
@@ -62,7 +62,8 @@ def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.Exi
     ensure_model_topic(kafka, retrain.model_max_bytes)
     if settings.role == "scorer":
         subscriber = ModelSubscriber(kafka, retrain.model_max_bytes, daemon.slot,
-                                     settings.device, settings.batch.max_size, daemon.metrics)
+                                     settings.device, settings.batch.max_size, daemon.metrics,
+                                     kind=settings.model.kind)
         stack.callback(subscriber.close)
         subscriber.start()
         return
