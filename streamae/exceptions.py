@@ -7,7 +7,8 @@
     │   └── CheckpointError  a checkpoint is missing, corrupt or of another shape
     │       └── ModelRejected  a loadable checkpoint that must not go live (``reason``)
     └── InfrastructureError  the broker or the device failed; the process stops and
-                             Kubernetes restarts it
+        │                    Kubernetes restarts it
+        └── AuthenticationError  the broker refused our credentials: never retried
 
 Bad messages never stop the daemon; infrastructure errors always do. Third-party errors
 are wrapped with ``raise X(...) from exc`` so the cause stays visible.
@@ -54,3 +55,8 @@ class ModelRejected(CheckpointError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+class AuthenticationError(InfrastructureError):
+    """The broker refused the credentials; the message names mechanism, user and bootstrap
+    servers, never the password."""

@@ -104,7 +104,7 @@ def topic_configs(kafka: KafkaSettings) -> dict[str, dict[str, str]]:
 
 
 def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterable[str] = (),
-                  partitions: int = 1) -> None:
+                  partitions: int = 1, timeout_ms: int | None = None) -> None:
     """Create missing topics (output, dead letters, model); existing ones are left alone."""
     compacted = set(compacted)
     configs = topic_configs(kafka)
@@ -114,10 +114,7 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterab
                                          else {})})
         for name in dict.fromkeys([*topics, *compacted])
     ]
-    try:
-        admin = KafkaAdminClient(**security_config(kafka))
-    except KafkaError as exc:
-        raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
+    admin = admin_client(kafka, timeout_ms)
     try:
         existing = set(admin.list_topics())
         missing = [topic for topic in wanted if topic.name not in existing]
@@ -130,6 +127,15 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterab
         log.warning("event=topic_creation_failed error=%r", exc)
     finally:
         admin.close()
+
+
+def admin_client(kafka: KafkaSettings, timeout_ms: int | None = None) -> KafkaAdminClient:
+    """An admin client; InfrastructureError when the broker cannot be reached in time."""
+    extra = {} if timeout_ms is None else {"bootstrap_timeout_ms": timeout_ms}
+    try:
+        return KafkaAdminClient(**security_config(kafka), **extra)
+    except KafkaError as exc:
+        raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
 
 
 def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> list[Record]:
