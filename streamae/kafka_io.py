@@ -8,6 +8,7 @@ partition commits ``offset + 1`` only up to its first offset that is not done ye
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +16,16 @@ from dataclasses import dataclass, field
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CorruptRecordError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    AuthorizationError,
+    CorruptRecordError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata
 
-from streamae.exceptions import InfrastructureError
+from streamae.exceptions import AuthenticationError, InfrastructureError
 from streamae.settings import KafkaSettings
 from streamae.unreadable import UnreadableRecords
 
@@ -130,12 +137,41 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterab
 
 
 def admin_client(kafka: KafkaSettings, timeout_ms: int | None = None) -> KafkaAdminClient:
-    """An admin client; InfrastructureError when the broker cannot be reached in time."""
+    """An admin client; AuthenticationError when the broker refuses the credentials,
+    InfrastructureError when it cannot be reached in time."""
     extra = {} if timeout_ms is None else {"bootstrap_timeout_ms": timeout_ms}
     try:
         return KafkaAdminClient(**security_config(kafka), **extra)
+    except (SaslAuthenticationFailedError, AuthorizationError) as exc:
+        raise AuthenticationError(authentication_message(kafka, repr(exc))) from exc
     except KafkaError as exc:
+        if kafka.sasl_mechanism and tcp_reachable(kafka.bootstrap_servers):
+            # kafka-python 3.0 reports a refused SCRAM login as "socket disconnected" and
+            # retries it until the bootstrap times out: a broker that accepts TCP but never
+            # completes the SASL exchange is a credentials problem, not an outage.
+            raise AuthenticationError(authentication_message(
+                kafka, "the broker accepted the connection and closed it during SASL "
+                       "authentication (wrong user or password?)")) from exc
         raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
+
+
+def authentication_message(kafka: KafkaSettings, detail: str) -> str:
+    """Names mechanism, user and bootstrap servers; never the password."""
+    return (f"authentication failed: mechanism={kafka.sasl_mechanism} "
+            f"user={kafka.sasl_username!r} bootstrap={kafka.bootstrap_servers} "
+            f"security_protocol={kafka.security_protocol}: {detail}")
+
+
+def tcp_reachable(bootstrap_servers: str, timeout_s: float = 3.0) -> bool:
+    """Does any bootstrap server accept a TCP connection?"""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> list[Record]:
