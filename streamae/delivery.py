@@ -101,8 +101,10 @@ class Delivery:
                               source=record))
         return reason
 
-    def settle(self) -> None:
-        """Return once every queued record is acknowledged (see the module docstring)."""
+    def settle(self, budget_s: float | None = None) -> None:
+        """Return once every queued record is acknowledged (see the module docstring);
+        ``budget_s`` replaces the outage budget (a stop has less time)."""
+        budget = self.outage_budget_s if budget_s is None else budget_s
         outage_since: float | None = None
         while self._pending:
             for item in self._pending:
@@ -116,10 +118,10 @@ class Delivery:
             now = time.monotonic()
             outage_since = now if outage_since is None else outage_since
             waited = now - outage_since
-            if waited > self.outage_budget_s:
+            if waited >= budget:
                 raise InfrastructureError(
                     f"{len(self._pending)} records not acknowledged after {waited:.0f}s "
-                    f"(outage budget {self.outage_budget_s:.0f}s)")
+                    f"(outage budget {budget:.0f}s)")
             self.on_wait(waited)
 
     # -- internals --------------------------------------------------------------------

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Record = ConsumerRecord
 METADATA_MAX_AGE_MS = 15_000
+COMMIT_TIMEOUT_MS = 10_000  # a synchronous commit (stop, shutdown) never blocks for good
 
 
 def security_config(kafka: KafkaSettings) -> dict[str, object]:
@@ -265,7 +266,7 @@ def commit(consumer: KafkaConsumer, tracker: OffsetTracker, wait: bool = True) -
         return 0
     try:
         if wait:
-            consumer.commit(offsets)
+            consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         else:
             consumer.commit_async(offsets, callback=_log_async_failure)
     except KafkaError as exc:

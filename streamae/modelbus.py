@@ -17,13 +17,13 @@ import threading
 import time
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamae.checkpoints import checkpoint_from_bytes
 from streamae.exceptions import CheckpointError, InfrastructureError, ModelRejected
-from streamae.kafka_io import security_config
+from streamae.kafka_io import admin_client, security_config
 from streamae.live import ModelSlot, admit, live_from_checkpoint, rejection_reason
 from streamae.metrics import Metrics
 from streamae.settings import KafkaSettings
@@ -39,10 +39,7 @@ PUBLISH_TIMEOUT_S = 60.0
 def ensure_model_topic(kafka: KafkaSettings, max_bytes: int) -> None:
     """Create the compacted model topic, sized for checkpoints, if it does not exist."""
     configs = {"cleanup.policy": "compact", "max.message.bytes": str(max_bytes)}
-    try:
-        admin = KafkaAdminClient(**security_config(kafka))
-    except KafkaError as exc:
-        raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
+    admin = admin_client(kafka)
     try:
         if kafka.model_topic not in set(admin.list_topics()):
             admin.create_topics([NewTopic(kafka.model_topic, 1, 1, topic_configs=configs)])

@@ -38,6 +38,7 @@ from streamae.warmup import ColdStart
 log = logging.getLogger(__name__)
 
 LAG_EVERY_S = 5.0
+SHUTDOWN_BUDGET_S = 15.0  # waiting for acks on a stop (Kubernetes' grace period is 30 s)
 PROBE_TIMEOUT_MS = 2_000  # one broker round trip that says whether it is reachable
 REJOIN_AFTER_S = 20.0
 # Called after each scored batch with (live model, inputs, normalised scores, flags).
@@ -121,10 +122,14 @@ class Daemon:
         self._observe_lag()
 
     def shutdown(self) -> None:
-        """Finish what is in flight, commit it, leave the group."""
+        """Finish what is in flight, commit it, leave the group. Within a pod's grace
+        period: what the broker has not acknowledged by then stays uncommitted (and is
+        consumed again after the restart)."""
         self.cold_start.close()
         try:
-            self._deliver_and_commit()
+            self._deliver_and_commit(budget_s=SHUTDOWN_BUDGET_S)
+        except InfrastructureError as exc:
+            log.warning("event=shutdown_without_commit error=%r", str(exc)[:300])
         finally:
             self.consumer.close(autocommit=False)
             self.producer.close(timeout=10)
@@ -256,10 +261,10 @@ class Daemon:
               headers: list[tuple[str, bytes]] | None = None) -> None:
         self.delivery.send(topic, value, key, headers)
 
-    def _deliver_and_commit(self, wait: bool = True) -> None:
+    def _deliver_and_commit(self, wait: bool = True, budget_s: float | None = None) -> None:
         """Wait for every ack of this turn, then commit the offsets that are now done."""
         sent = self.delivery.pending
-        self.delivery.settle()
+        self.delivery.settle(budget_s)
         if sent:
             self._set_reachable(True)
         now_ms = self.clock() * 1000
