@@ -199,13 +199,15 @@ def format_storage(libs: Path, data: Path, props: Path,
                    scram_users: dict[str, str] | None = None) -> None:
     if (data / "logs" / "meta.properties").exists():
         return
+    # One "=" argument: a random id may start with "-", which argparse would take for an
+    # option ("argument --cluster-id/-t: expected one argument").
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     users = []
     for name, password in (scram_users or {}).items():
         for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
             users += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
     cmd = java_command(libs, "kafka.tools.StorageTool", "format", "--standalone",
-                       "-t", cluster_id, "-c", str(props), *users, heap="256m")
+                       f"--cluster-id={cluster_id}", "-c", str(props), *users, heap="256m")
     result = subprocess.run(cmd, capture_output=True, text=True, env=java_env(data))
     if result.returncode != 0:
         raise SystemExit(f"local_kafka: storage format failed:\n{result.stdout}{result.stderr}")
