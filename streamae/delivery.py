@@ -13,6 +13,14 @@ behind them may be committed (at least once). Failures split three ways:
   again, and ``settle`` keeps waiting in short steps, calling ``on_wait`` between them (the
   loop's heartbeat and readiness), until the outage budget is spent;
 * anything else (an output refused, the budget spent) is an ``InfrastructureError``.
+
+Exactly once (``transactional``): the records of a turn and its offsets are one Kafka
+transaction, begun at the first send and committed by :meth:`commit`. A record cannot be
+sent again inside a failed transaction, so any failure aborts it and raises
+``InfrastructureError``: the restarted process consumes the batch again from the last
+committed offsets, and ``read_committed`` readers never see the aborted outputs. Dead
+letters too large for the producer still go headers-only (the client refuses them before
+they join the transaction).
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ class Delivery:
     def __init__(self, producer: Any, dead_letter_topic: str, metrics: Metrics, *,
                  outage_budget_s: float = 600.0, flush_step_s: float = FLUSH_STEP_S,
                  on_wait: Callable[[float], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, transactional: bool = False) -> None:
         self.producer = producer
         self.dead_letter_topic = dead_letter_topic
         self.metrics = metrics
@@ -76,6 +84,8 @@ class Delivery:
         self.on_wait = on_wait or (lambda _waited: None)
         self.clock = clock
         self._pending: list[Outgoing] = []
+        self.transactional = transactional
+        self._in_transaction = False
 
     @property
     def pending(self) -> int:
@@ -105,6 +115,9 @@ class Delivery:
         """Return once every queued record is acknowledged (see the module docstring);
         ``budget_s`` replaces the outage budget (a stop has less time)."""
         budget = self.outage_budget_s if budget_s is None else budget_s
+        if self.transactional:
+            self._settle_transaction(budget)
+            return
         outage_since: float | None = None
         while self._pending:
             for item in self._pending:
@@ -124,12 +137,58 @@ class Delivery:
                     f"(outage budget {budget:.0f}s)")
             self.on_wait(waited)
 
+    def commit(self, offsets: dict, group_metadata: Any) -> None:
+        """Exactly once: commit this turn's transaction with ``offsets`` (after ``settle``)."""
+        if not offsets and not self._in_transaction:
+            return
+        try:
+            self._begin()
+            if offsets:
+                self.producer.send_offsets_to_transaction(offsets, group_metadata)
+            self.producer.commit_transaction()
+        except KafkaError as exc:
+            self.abort(f"cannot commit the transaction: {exc!r}")
+        self._in_transaction = False
+
+    def abort(self, why: str) -> None:
+        """Abort the open transaction (if any) and raise InfrastructureError(why)."""
+        self._pending.clear()
+        if self._in_transaction:
+            self._in_transaction = False
+            with contextlib.suppress(KafkaError):
+                self.producer.abort_transaction()
+        raise InfrastructureError(f"transaction aborted: {why}")
+
     # -- internals --------------------------------------------------------------------
+    def _begin(self) -> None:
+        if self.transactional and not self._in_transaction:
+            self.producer.begin_transaction()
+            self._in_transaction = True
+
+    def _settle_transaction(self, budget_s: float) -> None:
+        """Wait for every ack in steps (the loop's heartbeat between them); any failure or
+        the budget spent aborts the transaction."""
+        started = time.monotonic()
+        while any(not item.future.is_done for item in self._pending):
+            waited = time.monotonic() - started
+            if waited >= budget_s:
+                self.abort(f"{len(self._pending)} records not acknowledged after "
+                           f"{waited:.0f}s")
+            with contextlib.suppress(KafkaError):
+                self.producer.flush(timeout=self.flush_step_s)
+            if any(not item.future.is_done for item in self._pending):
+                self.on_wait(time.monotonic() - started)
+        failed = [item for item in self._pending if not item.future.succeeded()]
+        if failed:
+            self.abort(f"{len(failed)} records failed: {failed[0].future.exception!r}")
+        self._pending.clear()
+
     def _submit(self, item: Outgoing, queued: bool = False) -> None:
         """Hand one record to the producer; ``queued``: it is in ``_pending`` already."""
         if not queued:
             self._pending.append(item)
         try:
+            self._begin()
             item.future = self.producer.send(item.topic, value=item.value, key=item.key,
                                              headers=item.headers)
         except (*RECORD_REFUSED, ValueError, TypeError) as exc:
@@ -138,6 +197,8 @@ class Delivery:
         except IllegalStateError as exc:
             raise InfrastructureError(f"producer closed: {exc}") from exc
         except KafkaError as exc:  # metadata or buffer wait timed out: try again in settle
+            if self.transactional:
+                self.abort(f"cannot send to {item.topic}: {exc!r}")
             log.warning("event=send_delayed topic=%s error=%r", item.topic, exc)
             item.future = None
 

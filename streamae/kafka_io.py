@@ -71,6 +71,9 @@ def build_consumer(kafka: KafkaSettings, max_poll_records: int,
             # kafka-python 3.0 may join a group with metadata that lacks a new topic and
             # then wait a full metadata refresh (default 5 min) for its partitions.
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            # exactly once also reads only committed input (another transactional writer)
+            isolation_level=("read_committed" if kafka.delivery == "exactly_once"
+                             else "read_uncommitted"),
         )
     except KafkaError as exc:
         raise InfrastructureError(f"cannot connect consumer: {exc}") from exc
@@ -80,22 +83,35 @@ def build_consumer(kafka: KafkaSettings, max_poll_records: int,
 
 
 def build_producer(kafka: KafkaSettings) -> KafkaProducer:
-    """acks=all with retries: a record counts as delivered only once every replica has it."""
+    """acks=all with retries: a record counts as delivered only once every replica has it.
+    Exactly once: a transactional producer, initialised (earlier instances fenced)."""
+    exactly_once = kafka.delivery == "exactly_once"
+    options: dict[str, object] = (
+        # kafka-python 3.0's idempotent producer (its default) turns one refused batch (a
+        # dead letter the broker finds too large) into the same error for every later
+        # send; at least once needs no idempotence, duplicates are bounded anyway.
+        {"enable_idempotence": False} if not exactly_once else
+        {"transactional_id": transactional_id(kafka), "enable_idempotence": True})
     try:
-        return KafkaProducer(
+        producer = KafkaProducer(
             **security_config(kafka),
             acks="all",
             retries=2**31 - 1,
             delivery_timeout_ms=120_000,
             linger_ms=5,
             max_request_size=request_limit(kafka),
-            # kafka-python 3.0's idempotent producer (its default) turns one refused batch
-            # (a dead letter the broker finds too large) into the same error for every
-            # later send; at least once needs no idempotence, duplicates are bounded anyway.
-            enable_idempotence=False,
+            **options,
         )
+        if exactly_once:
+            producer.init_transactions()
+        return producer
     except KafkaError as exc:
         raise InfrastructureError(f"cannot connect producer: {exc}") from exc
+
+
+def transactional_id(kafka: KafkaSettings) -> str:
+    """Stable per replica across restarts, so a restarted replica fences its old self."""
+    return kafka.transactional_id or f"streamae-{kafka.group_id}-{socket.gethostname()}"
 
 
 HEADER_ROOM = 64 * 1024  # dead-letter headers and batch overhead on top of a value

@@ -76,7 +76,8 @@ class Daemon:
         self.broker_reachable = True  # the last probe or delivery was answered, for /readyz
         self.delivery = Delivery(producer, settings.kafka.dead_letter_topic, self.metrics,
                                  outage_budget_s=settings.kafka.outage_budget_s,
-                                 on_wait=self._waiting_for_broker, clock=clock)
+                                 on_wait=self._waiting_for_broker, clock=clock,
+                                 transactional=settings.kafka.delivery == "exactly_once")
         self._finished: list[Any] = []  # input records done once this turn's sends are acked
         self._scored_ts: list[int] = []
         self._lag_at = 0.0
@@ -274,7 +275,12 @@ class Daemon:
         self._scored_ts.clear()
         self.tracker.done(self._finished)
         self._finished.clear()
-        commit(self.consumer, self.tracker, wait=wait)
+        if self.delivery.transactional:  # outputs and offsets in one transaction
+            offsets = self.tracker.committable()
+            self.delivery.commit(offsets, self.consumer.group_metadata())
+            self.tracker.mark_committed(offsets)
+        else:
+            commit(self.consumer, self.tracker, wait=wait)
 
     def _observe_lag(self) -> None:
         """Every few seconds: one broker round trip (is it reachable?) and the lag gauges."""

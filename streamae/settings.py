@@ -88,6 +88,11 @@ class KafkaSettings(Section):
     dead_letter_max_bytes: int = Field(8 * 1_048_576, ge=1_024)
     # How long the daemon waits for an unreachable broker (acks, start-up) before it exits.
     outage_budget_s: float = Field(600.0, gt=0)
+    # exactly_once: the outputs of a batch and its offsets commit in one transaction; read
+    # the outputs with isolation_level=read_committed. Needs a transactional id that is
+    # stable per replica (default: streamae-<group>-<host name>, a StatefulSet pod name).
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    transactional_id: str | None = Field(None, min_length=1, max_length=249)
 
     _split_topics = field_validator("input_topics", mode="before")(_split_csv)
 

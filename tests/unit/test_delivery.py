@@ -35,6 +35,19 @@ class Producer:
     refuse_over: int | None = None
     sent: list = field(default_factory=list)
     open: list = field(default_factory=list)
+    calls: list = field(default_factory=list)  # transaction calls, in order
+
+    def begin_transaction(self):
+        self.calls.append("begin")
+
+    def send_offsets_to_transaction(self, offsets, group_metadata):
+        self.calls.append(("offsets", dict(offsets), group_metadata))
+
+    def commit_transaction(self):
+        self.calls.append("commit")
+
+    def abort_transaction(self):
+        self.calls.append("abort")
 
     def send(self, topic, value=None, key=None, headers=None):
         if self.refuse_over is not None and len(value or b"") > self.refuse_over:
@@ -116,3 +129,28 @@ def test_an_output_the_broker_refuses_is_infrastructure():
     sender.send("out", b"event", b"k")
     with pytest.raises(InfrastructureError, match="out refused a record"):
         sender.settle()
+
+
+def transactional(producer: Producer) -> Delivery:
+    return Delivery(producer, "dead", Metrics(), flush_step_s=0.0, transactional=True)
+
+
+def test_exactly_once_commits_outputs_and_offsets_in_one_transaction():
+    producer = Producer()
+    sender = transactional(producer)
+    sender.send("out", b"a", b"k")
+    sender.send("out", b"b", b"k")
+    sender.settle()
+    sender.commit({"tp": 5}, "group")
+    sender.commit({}, "group")  # nothing sent, nothing to commit: no empty transaction
+    assert producer.calls == ["begin", ("offsets", {"tp": 5}, "group"), "commit"]
+
+
+def test_exactly_once_aborts_instead_of_sending_again():
+    producer = Producer([KafkaTimeoutError()])
+    sender = transactional(producer)
+    sender.send("out", b"a", b"k")
+    with pytest.raises(InfrastructureError, match="transaction aborted: 1 records failed"):
+        sender.settle()
+    assert producer.calls == ["begin", "abort"] and len(producer.sent) == 1
+    assert sender.pending == 0
