@@ -6,6 +6,7 @@ later runs reuse), formats KRaft storage and runs one combined broker+controller
 127.0.0.1. Standard library only, so it runs before anything is installed.
 
     python3 scripts/local_kafka.py start [--port 9092] [--data-dir DIR]
+        [--sasl-port 9094 --scram-user alice:alice-secret ...]   # SASL/SCRAM listener too
     python3 scripts/local_kafka.py stop  [--data-dir DIR]
     python3 scripts/local_kafka.py status [--port 9092]
     python3 scripts/local_kafka.py fetch
@@ -78,6 +79,23 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.retention.hours=24
+"""
+
+
+# A SASL_PLAINTEXT listener with SCRAM-SHA-256/512 beside the PLAINTEXT one (which the
+# controller and inter-broker traffic keep using); users are created when storage is
+# formatted (KRaft has no ZooKeeper to hold them).
+SASL_LISTENERS = """
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},\
+SASL_PLAINTEXT://127.0.0.1:{sasl_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,\
+SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required;
 """
 
 
@@ -161,22 +179,35 @@ def api_versions_ok(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def write_config(data: Path, port: int, controller_port: int) -> Path:
+def write_config(data: Path, port: int, controller_port: int,
+                 sasl_port: int | None = None) -> Path:
     data.mkdir(parents=True, exist_ok=True)
     props = data / "server.properties"
     text = SERVER_PROPERTIES.format(port=port, controller_port=controller_port, data=data)
+    if sasl_port is not None:
+        kept = [line for line in text.splitlines() if not line.startswith(
+            ("listeners=", "advertised.listeners=", "listener.security.protocol.map="))]
+        text = "\n".join(kept) + SASL_LISTENERS.format(
+            port=port, controller_port=controller_port, sasl_port=sasl_port)
     props.write_text(text)
     level = os.environ.get("STREAMAE_KAFKA_LOG_LEVEL", "INFO")
     (data / "log4j2.properties").write_text(LOG4J2.format(log=data / "server.log", level=level))
     return props
 
 
-def format_storage(libs: Path, data: Path, props: Path) -> None:
+def format_storage(libs: Path, data: Path, props: Path,
+                   scram_users: dict[str, str] | None = None) -> None:
     if (data / "logs" / "meta.properties").exists():
         return
+    # One "=" argument: a random id may start with "-", which argparse would take for an
+    # option ("argument --cluster-id/-t: expected one argument").
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    users = []
+    for name, password in (scram_users or {}).items():
+        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            users += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
     cmd = java_command(libs, "kafka.tools.StorageTool", "format", "--standalone",
-                       "-t", cluster_id, "-c", str(props), heap="256m")
+                       f"--cluster-id={cluster_id}", "-c", str(props), *users, heap="256m")
     result = subprocess.run(cmd, capture_output=True, text=True, env=java_env(data))
     if result.returncode != 0:
         raise SystemExit(f"local_kafka: storage format failed:\n{result.stdout}{result.stderr}")
@@ -197,14 +228,17 @@ def read_pid(data: Path) -> int | None:
         return None
 
 
-def start(port: int, data: Path, timeout: float = 120.0) -> None:
+def start(port: int, data: Path, timeout: float = 120.0, sasl_port: int | None = None,
+          scram_users: dict[str, str] | None = None) -> None:
+    """Start a broker on ``port`` (controller on port + 1); with ``sasl_port`` also a
+    SASL_PLAINTEXT listener there, with SCRAM users ``{name: password}``."""
     if api_versions_ok(port):
         log(f"a broker already answers on 127.0.0.1:{port}")
         return
     began = time.monotonic()
     libs = fetch()
-    props = write_config(data, port, port + 1)
-    format_storage(libs, data, props)
+    props = write_config(data, port, port + 1, sasl_port)
+    format_storage(libs, data, props, scram_users)
     with open(data / "stdout.log", "ab") as out:
         proc = subprocess.Popen(java_command(libs, "kafka.Kafka", str(props)), stdout=out,
                                 stderr=subprocess.STDOUT, env=java_env(data),
@@ -253,11 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "stop", "status", "fetch"])
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--sasl-port", type=int, default=None,
+                        help="also listen with SASL_PLAINTEXT (SCRAM-SHA-256/512) here")
+    parser.add_argument("--scram-user", action="append", default=[], metavar="NAME:PASSWORD",
+                        help="a SCRAM user created at format time (repeatable)")
     args = parser.parse_args(argv)
     if args.command == "fetch":
         print(fetch())
     elif args.command == "start":
-        start(args.port, args.data_dir)
+        users = dict(user.split(":", 1) for user in args.scram_user)
+        start(args.port, args.data_dir, sasl_port=args.sasl_port, scram_users=users)
     elif args.command == "stop":
         stop(args.data_dir)
     else:

@@ -21,8 +21,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -31,7 +33,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from streamae.calibration import TailCalibration
-from streamae.exceptions import CheckpointError, ModelError
+from streamae.exceptions import CheckpointError, ModelError, ModelRejected
 from streamae.models import build_model
 from streamae.scoring import ErrorStats, resolve_device
 from streamae.training import Detector, Scaler
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = 2  # 2: calibrated scores; bump when the layout changes; older readers refuse newer formats
 MAX_VALIDATION_SCORES = 20_000  # more add nothing to a threshold warm-up
+T = TypeVar("T")
 _NAME = re.compile(r"^model-(\d{6,})\.(safetensors|json)$")
 
 
@@ -139,6 +142,13 @@ def _as_array(tensors: dict[str, torch.Tensor], name: str) -> np.ndarray:
     return tensors[name].numpy()
 
 
+def _check_finite(tensors: dict[str, torch.Tensor]) -> None:
+    """A NaN or infinite weight (or scaler, or statistic) makes every score meaningless."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelRejected("non_finite", f"tensor {name!r} holds NaN or infinite values")
+
+
 def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Checkpoint:
     """Rebuild a detector from a parsed header and its tensors; every failure is ours."""
     if header.get("format") != FORMAT:
@@ -148,6 +158,7 @@ def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Check
         model = build_model(header["kind"], shape, **header["constructor_args"])
         weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(weights, strict=True)
+        _check_finite(tensors)
         scaler = Scaler.from_state(
             {n[7:]: t.numpy() for n, t in tensors.items() if n.startswith("scaler.")})
         sample_stats = header["error_stats"]
@@ -278,6 +289,23 @@ def load_version(directory: Path, version: int, device: str = "auto") -> Checkpo
     if checkpoint.version != version:
         raise CheckpointError(f"file version {version} holds version {checkpoint.version}")
     return checkpoint
+
+
+def load_newest_intact(directory: Path, device: str = "auto",
+                       on_reject: Callable[[int, CheckpointError], None] | None = None,
+                       build: Callable[[Checkpoint], T] = lambda checkpoint: checkpoint,
+                       ) -> T | None:
+    """``build`` of the newest version that loads and builds, trying older ones when newer
+    ones raise CheckpointError; ``on_reject`` hears of each version passed over. None when
+    no version loads."""
+    complete, _ = _scan(Path(directory))
+    for version in reversed(complete):
+        try:
+            return build(load_version(directory, version, device))
+        except CheckpointError as exc:
+            if on_reject is not None:
+                on_reject(version, exc)
+    return None
 
 
 def load_latest(directory: Path, device: str = "auto") -> Checkpoint | None:

@@ -5,8 +5,10 @@
     ├── DecodeError          one input message is bad; it goes to the dead-letter topic
     ├── ModelError           a model cannot be built, trained or loaded
     │   └── CheckpointError  a checkpoint is missing, corrupt or of another shape
+    │       └── ModelRejected  a loadable checkpoint that must not go live (``reason``)
     └── InfrastructureError  the broker or the device failed; the process stops and
-                             Kubernetes restarts it
+        │                    Kubernetes restarts it
+        └── AuthenticationError  the broker refused our credentials: never retried
 
 Bad messages never stop the daemon; infrastructure errors always do. Third-party errors
 are wrapped with ``raise X(...) from exc`` so the cause stays visible.
@@ -44,3 +46,17 @@ class CheckpointError(ModelError):
 
 class InfrastructureError(StreamaeError):
     """The broker or the device failed in a way the daemon cannot recover from."""
+
+
+class ModelRejected(CheckpointError):
+    """A checkpoint that must not replace the live model; ``reason`` is a bounded label
+    (the ``reason`` of ``streamae_models_rejected_total``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class AuthenticationError(InfrastructureError):
+    """The broker refused the credentials; the message names mechanism, user and bootstrap
+    servers, never the password."""

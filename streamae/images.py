@@ -226,6 +226,8 @@ def _pixels(value: Any) -> np.ndarray:
         raise DecodeError(BAD_IMAGE, "'pixels' is not rectangular") from exc
     if array.ndim not in (2, 3):
         raise DecodeError(BAD_IMAGE, f"'pixels' has {array.ndim} dimensions; need 2 or 3")
+    if array.size == 0:
+        raise DecodeError(MISSING_VALUES, f"'pixels' shaped {array.shape} holds no value")
     flat = array.ravel()
     if any(isinstance(v, bool) or not isinstance(v, int | float) for v in flat):
         raise DecodeError(NON_NUMERIC, "'pixels' holds a value that is not a number")

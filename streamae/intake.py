@@ -1,8 +1,10 @@
 """From polled records to model-ready samples: decode, then (for window input) window.
 
 Every record leaves here in exactly one of three ways: as the source of a sample, as a
-dead letter with its ``DecodeError``, or absorbed (a reading held as context in a window
-that is not complete yet). The daemon marks absorbed records done at once.
+dead letter with its error (a ``DecodeError`` with a reason, or any other exception,
+dead-lettered as ``unexpected`` under its class name), or absorbed (a reading held as
+context in a window that is not complete yet). The daemon marks absorbed records done at
+once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from streamae.exceptions import DecodeError
 from streamae.images import ImageDecoder
 from streamae.messages import Reading, VectorDecoder
 from streamae.settings import InputSettings, WindowSettings
@@ -35,7 +36,7 @@ class Sample:
 @dataclass
 class Intake:
     samples: list[Sample] = field(default_factory=list)
-    dead: list[tuple[Any, DecodeError]] = field(default_factory=list)
+    dead: list[tuple[Any, Exception]] = field(default_factory=list)
     absorbed: list[Any] = field(default_factory=list)
 
 
@@ -80,7 +81,7 @@ class Decoding:
                 centred = self.centring.columns(reading.names)
                 windows = self.windows.push(window_key(record, reading), reading.ts_ms,
                                             reading.values)
-            except DecodeError as error:
+            except Exception as error:  # one bad record never stops the batch
                 out.dead.append((record, error))
                 continue
             if not windows:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,11 +17,18 @@ from dataclasses import dataclass, field
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    AuthorizationError,
+    CorruptRecordError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata
 
-from streamae.exceptions import InfrastructureError
+from streamae.exceptions import AuthenticationError, InfrastructureError
 from streamae.settings import KafkaSettings
+from streamae.unreadable import UnreadableRecords
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,7 @@ Record = ConsumerRecord
 METADATA_MAX_AGE_MS = 15_000
 # An async commit whose callback has not come back after this long is taken as lost.
 ASYNC_COMMIT_TIMEOUT_S = 30.0
+COMMIT_TIMEOUT_MS = 10_000  # a synchronous commit (stop, shutdown) never blocks for good
 
 
 def security_config(kafka: KafkaSettings) -> dict[str, object]:
@@ -65,6 +74,9 @@ def build_consumer(kafka: KafkaSettings, max_poll_records: int,
             # kafka-python 3.0 may join a group with metadata that lacks a new topic and
             # then wait a full metadata refresh (default 5 min) for its partitions.
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            # exactly once also reads only committed input (another transactional writer)
+            isolation_level=("read_committed" if kafka.delivery == "exactly_once"
+                             else "read_uncommitted"),
         )
     except KafkaError as exc:
         raise InfrastructureError(f"cannot connect consumer: {exc}") from exc
@@ -74,33 +86,62 @@ def build_consumer(kafka: KafkaSettings, max_poll_records: int,
 
 
 def build_producer(kafka: KafkaSettings) -> KafkaProducer:
-    """acks=all with retries: a record counts as delivered only once every replica has it."""
+    """acks=all with retries: a record counts as delivered only once every replica has it.
+    Exactly once: a transactional producer, initialised (earlier instances fenced)."""
+    exactly_once = kafka.delivery == "exactly_once"
+    options: dict[str, object] = (
+        # kafka-python 3.0's idempotent producer (its default) turns one refused batch (a
+        # dead letter the broker finds too large) into the same error for every later
+        # send; at least once needs no idempotence, duplicates are bounded anyway.
+        {"enable_idempotence": False} if not exactly_once else
+        {"transactional_id": transactional_id(kafka), "enable_idempotence": True})
     try:
-        return KafkaProducer(
+        producer = KafkaProducer(
             **security_config(kafka),
             acks="all",
             retries=2**31 - 1,
             delivery_timeout_ms=120_000,
             linger_ms=5,
-            max_request_size=max(kafka.max_message_bytes * 2, 1_048_576),
+            max_request_size=request_limit(kafka),
+            **options,
         )
+        if exactly_once:
+            producer.init_transactions()
+        return producer
     except KafkaError as exc:
         raise InfrastructureError(f"cannot connect producer: {exc}") from exc
 
 
+def transactional_id(kafka: KafkaSettings) -> str:
+    """Stable per replica across restarts, so a restarted replica fences its old self."""
+    return kafka.transactional_id or f"streamae-{kafka.group_id}-{socket.gethostname()}"
+
+
+HEADER_ROOM = 64 * 1024  # dead-letter headers and batch overhead on top of a value
+
+
+def request_limit(kafka: KafkaSettings) -> int:
+    """The producer's max_request_size: the largest dead letter plus its headers."""
+    return max(kafka.dead_letter_max_bytes, kafka.max_message_bytes, 1_048_576) + HEADER_ROOM
+
+
+def topic_configs(kafka: KafkaSettings) -> dict[str, dict[str, str]]:
+    """Per-topic configs for creation: the dead-letter topic holds the largest input."""
+    return {kafka.dead_letter_topic: {"max.message.bytes": str(request_limit(kafka))}}
+
+
 def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], compacted: Iterable[str] = (),
-                  partitions: int = 1) -> None:
+                  partitions: int = 1, timeout_ms: int | None = None) -> None:
     """Create missing topics (output, dead letters, model); existing ones are left alone."""
     compacted = set(compacted)
+    configs = topic_configs(kafka)
     wanted = [
-        NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"}
-                 if name in compacted else {})
+        NewTopic(name, partitions, 1, topic_configs={
+            **configs.get(name, {}), **({"cleanup.policy": "compact"} if name in compacted
+                                         else {})})
         for name in dict.fromkeys([*topics, *compacted])
     ]
-    try:
-        admin = KafkaAdminClient(**security_config(kafka))
-    except KafkaError as exc:
-        raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
+    admin = admin_client(kafka, timeout_ms)
     try:
         existing = set(admin.list_topics())
         missing = [topic for topic in wanted if topic.name not in existing]
@@ -161,6 +202,42 @@ def read_to_end(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> li
         raise InfrastructureError(f"cannot read {topic}: {exc}") from exc
     finally:
         consumer.close()
+def admin_client(kafka: KafkaSettings, timeout_ms: int | None = None) -> KafkaAdminClient:
+    """An admin client; AuthenticationError when the broker refuses the credentials,
+    InfrastructureError when it cannot be reached in time."""
+    extra = {} if timeout_ms is None else {"bootstrap_timeout_ms": timeout_ms}
+    try:
+        return KafkaAdminClient(**security_config(kafka), **extra)
+    except (SaslAuthenticationFailedError, AuthorizationError) as exc:
+        raise AuthenticationError(authentication_message(kafka, repr(exc))) from exc
+    except KafkaError as exc:
+        if kafka.sasl_mechanism and tcp_reachable(kafka.bootstrap_servers):
+            # kafka-python 3.0 reports a refused SCRAM login as "socket disconnected" and
+            # retries it until the bootstrap times out: a broker that accepts TCP but never
+            # completes the SASL exchange is a credentials problem, not an outage.
+            raise AuthenticationError(authentication_message(
+                kafka, "the broker accepted the connection and closed it during SASL "
+                       "authentication (wrong user or password?)")) from exc
+        raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
+
+
+def authentication_message(kafka: KafkaSettings, detail: str) -> str:
+    """Names mechanism, user and bootstrap servers; never the password."""
+    return (f"authentication failed: mechanism={kafka.sasl_mechanism} "
+            f"user={kafka.sasl_username!r} bootstrap={kafka.bootstrap_servers} "
+            f"security_protocol={kafka.security_protocol}: {detail}")
+
+
+def tcp_reachable(bootstrap_servers: str, timeout_s: float = 3.0) -> bool:
+    """Does any bootstrap server accept a TCP connection?"""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> list[Record]:
@@ -168,12 +245,17 @@ def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> l
 
     An empty poll ends the batch at once: the client returns early only when it has
     nothing to give (no coordinator yet, say), and spinning on it would burn a core.
+    A record the client cannot parse raises ``UnreadableRecords`` with what was read before.
     """
     records: list[Record] = []
     deadline = time.monotonic() + max_wait_ms / 1000
     while len(records) < max_records:
         remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_records - len(records))
+        try:
+            polled = consumer.poll(timeout_ms=remaining_ms,
+                                   max_records=max_records - len(records))
+        except CorruptRecordError as exc:  # see streamae.unreadable
+            raise UnreadableRecords(records, exc) from exc
         for batch in polled.values():
             records.extend(batch)
         if remaining_ms == 0 or not polled:
@@ -264,7 +346,7 @@ def commit(consumer: KafkaConsumer, tracker: OffsetTracker, wait: bool = True) -
         return 0
     try:
         if wait:
-            consumer.commit(offsets)
+            consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
             tracker.mark_committed(offsets)
         else:
             # Marked first: the callback may run inside commit_async and unmark them.

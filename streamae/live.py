@@ -8,18 +8,23 @@ Cold start, retraining and ``streamae train`` all call ``train_detector`` and
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from streamae.checkpoints import Checkpoint, load_latest
+from streamae.checkpoints import Checkpoint, load_newest_intact
+from streamae.exceptions import CheckpointError, ModelRejected
+from streamae.metrics import Metrics
 from streamae.scoring import Scorer
 from streamae.settings import ModelSettings, ThresholdSettings
 from streamae.thresholds import Threshold, build_threshold, threshold_from_state
 from streamae.training import Detector, TrainConfig, fit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,13 +110,44 @@ def calibrated_threshold(settings: ThresholdSettings, detector: Detector,
 
 
 def live_from_checkpoint(checkpoint: Checkpoint, device: str, max_batch: int) -> LiveModel:
+    try:
+        threshold = threshold_from_state(checkpoint.threshold_state)
+    except ValueError as exc:
+        raise ModelRejected("bad_threshold", str(exc)) from exc
     return LiveModel(
         scorer=Scorer(checkpoint.detector, device=device, max_batch=max_batch),
-        threshold=threshold_from_state(checkpoint.threshold_state),
+        threshold=threshold,
         version=checkpoint.version,
     )
 
 
-def load_live(directory: Path, device: str, max_batch: int) -> LiveModel | None:
-    checkpoint = load_latest(directory, device=device)
-    return None if checkpoint is None else live_from_checkpoint(checkpoint, device, max_batch)
+def admit(checkpoint: Checkpoint, *, input_shape: Sequence[int] | None,
+          kind: str | None) -> None:
+    """Raise ModelRejected unless ``checkpoint`` may replace a model of ``input_shape`` and
+    ``kind`` (None: anything goes). Weights are checked finite when loaded."""
+    model = checkpoint.detector.model
+    if input_shape is not None and tuple(model.input_shape) != tuple(input_shape):
+        raise ModelRejected("wrong_shape", f"input shape {tuple(model.input_shape)} != "
+                                           f"{tuple(input_shape)} of the running model")
+    if kind is not None and model.kind != kind:
+        raise ModelRejected("wrong_kind", f"kind {model.kind!r} != configured {kind!r}")
+
+
+def rejection_reason(error: CheckpointError) -> str:
+    """The bounded label of a refused checkpoint."""
+    return getattr(error, "reason", "corrupt")
+
+
+def load_live(directory: Path, device: str, max_batch: int,
+              metrics: Metrics | None = None) -> LiveModel | None:
+    """The newest intact checkpoint on disk as a live model; corrupt newer versions are
+    logged, counted and passed over (no crash loop on one bad file)."""
+    def rejected(version: int, error: CheckpointError) -> None:
+        reason = rejection_reason(error)
+        log.warning("event=model_rejected origin=checkpoint version=%d reason=%s error=%r",
+                    version, reason, str(error)[:300])
+        if metrics is not None:
+            metrics.models_rejected.labels(reason=reason).inc()
+
+    return load_newest_intact(directory, device=device, on_reject=rejected,
+                              build=lambda ck: live_from_checkpoint(ck, device, max_batch))

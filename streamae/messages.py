@@ -51,6 +51,10 @@ WRONG_IMAGE_SIZE = "wrong_image_size"
 BAD_BINARY = "bad_binary"
 BAD_TIMESTAMP = "bad_timestamp"
 BAD_KEY = "bad_key"
+TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+UNEXPECTED = "unexpected"  # any other exception while handling one record
+UNREADABLE = "unreadable_record"  # the client cannot parse the record (headers-only letter)
+TOO_LARGE_FOR_DEAD_LETTERS = "too_large_for_dead_letters"  # broker refused the copy
 REASONS: frozenset[str] = frozenset(
     {
         OVERSIZED,
@@ -68,6 +72,10 @@ REASONS: frozenset[str] = frozenset(
         BAD_BINARY,
         BAD_TIMESTAMP,
         BAD_KEY,
+        TIMESTAMP_OUT_OF_RANGE,
+        UNEXPECTED,
+        UNREADABLE,
+        TOO_LARGE_FOR_DEAD_LETTERS,
     }
 )
 
@@ -77,6 +85,7 @@ ANOMALY_SCHEMA = "streamae.anomaly/v2"  # v2: calibrated score, p_value, unseen
 SCORE_SCHEMA = "streamae.score/v1"
 DETAIL_MAX_BYTES = 1024
 _MAX_ABS_TS_MS = 10**15  # ~ year 33658: beyond this a "timestamp" is garbage
+_MAX_TS_DIGITS = 19  # int64 milliseconds; a longer digit string is never a timestamp
 
 
 @dataclass(frozen=True)
@@ -138,27 +147,44 @@ def parse_json(value: bytes) -> Any:
 
 
 def parse_ts(value: Any) -> int | None:
-    """Epoch milliseconds from an int/float, digit string, or ISO-8601 string (naive = UTC)."""
+    """Epoch milliseconds from an int/float, ASCII digit string, or ISO-8601 string (naive =
+    UTC). Other digits (``"²"``, ``"٣"``) are not a timestamp; beyond ±10**15 ms is
+    ``timestamp_out_of_range``."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise DecodeError(BAD_TIMESTAMP, f"ts is a boolean: {value!r}")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or abs(value) > _MAX_ABS_TS_MS:
-            raise DecodeError(BAD_TIMESTAMP, f"ts out of range: {value!r}")
-        return round(value)
+        return _ts_in_range(value)
     if isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").isdigit():
-            return parse_ts(int(text))
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError as exc:
-            raise DecodeError(BAD_TIMESTAMP, f"not ISO-8601 or epoch ms: {text[:64]!r}") from exc
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return round(parsed.timestamp() * 1000)
+        return _parse_ts_text(value.strip())
     raise DecodeError(BAD_TIMESTAMP, f"ts has type {type(value).__name__}")
+
+
+def _ts_in_range(value: float) -> int:
+    if not math.isfinite(value) or abs(value) > _MAX_ABS_TS_MS:
+        raise DecodeError(TIMESTAMP_OUT_OF_RANGE, f"ts out of range: {str(value)[:40]}")
+    return round(value)
+
+
+def _parse_ts_text(text: str) -> int:
+    digits = text[1:] if text.startswith("-") else text
+    if digits and digits.isascii() and digits.isdigit():
+        if len(digits) > _MAX_TS_DIGITS:
+            raise DecodeError(TIMESTAMP_OUT_OF_RANGE, f"ts of {len(digits)} digits")
+        return _ts_in_range(int(text))
+    if not text.isascii():
+        raise DecodeError(BAD_TIMESTAMP, f"ts is not ASCII: {text[:64]!r}")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise DecodeError(BAD_TIMESTAMP, f"not ISO-8601 or epoch ms: {text[:64]!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return _ts_in_range(parsed.timestamp() * 1000)
+    except (OverflowError, OSError, ValueError) as exc:  # e.g. year 1 with a +14:00 offset
+        raise DecodeError(TIMESTAMP_OUT_OF_RANGE, f"ts out of range: {text[:64]!r}") from exc
 
 
 def parse_key(body_key: Any, kafka_key: bytes | None) -> str | None:
@@ -327,11 +353,49 @@ class VectorDecoder:
 # ---------------------------------------------------------------- output records
 
 
+NULL_HEADERS = "streamae.headers.null"  # names of original headers whose value was null
+
+
+def copy_headers(headers: Sequence[Any] | None) -> list[tuple[str, bytes]]:
+    """The original headers in a form any producer can send again.
+
+    Keys become UTF-8 text (undecodable bytes replaced), values bytes. Kafka allows a null
+    value, which kafka-python cannot send: it becomes ``b""`` and its key is listed in the
+    ``streamae.headers.null`` header, so the difference stays visible.
+    """
+    copied: list[tuple[str, bytes]] = []
+    nulls: list[str] = []
+    for item in headers or ():
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            continue  # not a (key, value) pair: nothing a broker could have sent
+        key = _header_text(name)
+        if value is None:
+            nulls.append(key)
+            value = b""
+        copied.append((key, _header_bytes(value)))
+    if nulls:
+        copied.append((NULL_HEADERS, ",".join(nulls).encode("utf-8")))
+    return copied
+
+
+def _header_text(name: Any) -> str:
+    raw = name if isinstance(name, bytes | bytearray) else str(name).encode("utf-8", "replace")
+    return bytes(raw).decode("utf-8", "replace")
+
+
+def _header_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", "replace")
+
+
 def dead_letter_headers(
     error: Exception, *, topic: str, partition: int, offset: int, now_ms: int
 ) -> list[tuple[str, bytes]]:
     """Headers that say why and from where a message was dead-lettered."""
-    reason = getattr(error, "reason", "unexpected")
+    reason = getattr(error, "reason", UNEXPECTED)
     detail = getattr(error, "detail", str(error))
     encoded = str(detail).encode("utf-8", "replace")
     if len(encoded) > DETAIL_MAX_BYTES:
@@ -453,6 +517,7 @@ __all__ = [
     "Reading",
     "VectorDecoder",
     "anomaly_event",
+    "copy_headers",
     "dead_letter_headers",
     "encode_json",
     "score_record",

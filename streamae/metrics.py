@@ -74,6 +74,9 @@ class Metrics:
                                         "severity when opened", ["severity"], registry=r)
         self.incidents_resolved = Counter("streamae_incidents_resolved", "Incidents resolved, "
                                           "by reason (quiet or stale)", ["reason"], registry=r)
+        self.models_rejected = Counter("streamae_models_rejected", "Checkpoints (model topic "
+                                       "or disk) refused before use, by reason", ["reason"],
+                                       registry=r)
 
     def set_model(self, kind: str, version: int) -> None:
         self.model_version.set(version)

@@ -17,14 +17,14 @@ import threading
 import time
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamae.checkpoints import checkpoint_from_bytes
-from streamae.exceptions import CheckpointError, InfrastructureError
-from streamae.kafka_io import security_config
-from streamae.live import ModelSlot, live_from_checkpoint
+from streamae.exceptions import CheckpointError, InfrastructureError, ModelRejected
+from streamae.kafka_io import admin_client, security_config
+from streamae.live import ModelSlot, admit, live_from_checkpoint, rejection_reason
 from streamae.metrics import Metrics
 from streamae.settings import KafkaSettings
 
@@ -39,10 +39,7 @@ PUBLISH_TIMEOUT_S = 60.0
 def ensure_model_topic(kafka: KafkaSettings, max_bytes: int) -> None:
     """Create the compacted model topic, sized for checkpoints, if it does not exist."""
     configs = {"cleanup.policy": "compact", "max.message.bytes": str(max_bytes)}
-    try:
-        admin = KafkaAdminClient(**security_config(kafka))
-    except KafkaError as exc:
-        raise InfrastructureError(f"cannot reach the broker: {exc}") from exc
+    admin = admin_client(kafka)
     try:
         if kafka.model_topic not in set(admin.list_topics()):
             admin.create_topics([NewTopic(kafka.model_topic, 1, 1, topic_configs=configs)])
@@ -87,13 +84,12 @@ class ModelPublisher:
 
 
 def record_version(record: Any) -> int | None:
-    """The version a model-topic record carries in its header, None when it has none."""
+    """The version a model-topic record carries in its header; None when it has none or
+    the value is not a positive ASCII integer (a null value included)."""
     for name, value in record.headers or ():
         if name == VERSION_HEADER:
-            try:
-                return int(value)
-            except ValueError:
-                return None
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else ""
+            return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
     return None
 
 
@@ -105,8 +101,8 @@ class ModelSubscriber:
     """
 
     def __init__(self, kafka: KafkaSettings, max_bytes: int, slot: ModelSlot, device: str,
-                 max_batch: int, metrics: Metrics) -> None:
-        self.kafka, self.slot, self.device = kafka, slot, device
+                 max_batch: int, metrics: Metrics, kind: str | None = None) -> None:
+        self.kafka, self.slot, self.device, self.kind = kafka, slot, device, kind
         self.max_batch, self.metrics = max_batch, metrics
         self.loaded = 0  # the highest version taken from the topic
         self.stop = threading.Event()
@@ -155,26 +151,43 @@ class ModelSubscriber:
                 self.stop.wait(5.0)
 
     def poll_once(self, timeout_ms: int) -> int | None:
-        """Take the highest new version of one poll; returns the version swapped in."""
+        """Take the highest new version of one poll that passes the checks (falling back
+        to lower new ones); returns the version swapped in. A refused record is logged,
+        counted and never tried again."""
         polled = self.consumer.poll(timeout_ms=timeout_ms)
-        newest = None
+        candidates = []
         for records in polled.values():
             for record in records:
                 version = record_version(record)
-                if version is not None and version > self.loaded and (
-                        newest is None or version > record_version(newest)):
-                    newest = record
-        return None if newest is None else self._load(newest)
+                if version is None:
+                    self._reject(record, None, ModelRejected(
+                        "no_version", f"header {VERSION_HEADER} missing or not an integer"))
+                elif version > self.loaded:
+                    candidates.append((version, record.offset, record))
+        for version, _, record in sorted(candidates, key=lambda c: c[:2], reverse=True):
+            if self._load(record, version) is not None:
+                return version
+        return None
 
-    def _load(self, record: Any) -> int | None:
-        version = record_version(record)
+    def _reject(self, record: Any, version: int | None, error: CheckpointError) -> None:
+        reason = rejection_reason(error)
+        self.metrics.models_rejected.labels(reason=reason).inc()
+        log.warning("event=model_rejected origin=model_topic version=%s offset=%d reason=%s "
+                    "error=%r", version, record.offset, reason, str(error)[:300])
+
+    def _load(self, record: Any, version: int) -> int | None:
         try:
-            checkpoint = checkpoint_from_bytes(record.value, self.device)
+            checkpoint = checkpoint_from_bytes(record.value or b"", self.device)
+            if checkpoint.version != version:
+                raise ModelRejected("version_mismatch", f"header says {version}, checkpoint "
+                                                        f"holds {checkpoint.version}")
+            running = self.slot.live
+            admit(checkpoint, kind=self.kind,
+                  input_shape=None if running is None else running.scorer.input_shape)
+            live = live_from_checkpoint(checkpoint, self.device, self.max_batch)
         except CheckpointError as exc:
-            log.warning("event=model_rejected version=%s offset=%d error=%r", version,
-                        record.offset, exc)
+            self._reject(record, version, exc)
             return None
-        live = live_from_checkpoint(checkpoint, self.device, self.max_batch)
         self.loaded = live.version
         self.slot.swap(live)
         self.metrics.set_model(live.kind, live.version)

@@ -24,22 +24,25 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from streamae.alerts import build_event, explain
+from streamae.delivery import Delivery
 from streamae.exceptions import InfrastructureError
 from streamae.incident_feed import IncidentFeed
 from streamae.incidents import feature_names
 from streamae.intake import Decoding, Sample
-from streamae.kafka_io import OffsetTracker, commit, consumer_lag, poll_batch
+from streamae.kafka_io import OffsetTracker, commit, consumer_lag, poll_batch, security_config
 from streamae.live import LiveModel, ModelSlot
-from streamae.messages import dead_letter_headers, encode_json, score_record
+from streamae.messages import encode_json, score_record
 from streamae.metrics import Metrics
 from streamae.settings import Settings
 from streamae.thresholds import classify_and_learn
+from streamae.unreadable import UnreadableError, UnreadableRecord, UnreadableRecords, locate
 from streamae.warmup import ColdStart
 
 log = logging.getLogger(__name__)
 
-FLUSH_TIMEOUT_S = 60.0
 LAG_EVERY_S = 5.0
+SHUTDOWN_BUDGET_S = 15.0  # waiting for acks on a stop (Kubernetes' grace period is 30 s)
+PROBE_TIMEOUT_MS = 2_000  # one broker round trip that says whether it is reachable
 REJOIN_AFTER_S = 20.0
 # Called after each scored batch with (live model, inputs, normalised scores, flags).
 ScoredHook = Callable[[LiveModel, np.ndarray, np.ndarray, np.ndarray], None]
@@ -73,7 +76,11 @@ class Daemon:
         self.scored_hooks: list[ScoredHook] = []
         self.heartbeat = time.monotonic()  # last loop turn, for /healthz
         self.broker_ok = False  # partitions assigned, for /readyz
-        self._pending: list[Any] = []  # futures of records sent in this turn
+        self.broker_reachable = True  # the last probe or delivery was answered, for /readyz
+        self.delivery = Delivery(producer, settings.kafka.dead_letter_topic, self.metrics,
+                                 outage_budget_s=settings.kafka.outage_budget_s,
+                                 on_wait=self._waiting_for_broker, clock=clock,
+                                 transactional=settings.kafka.delivery == "exactly_once")
         self._finished: list[Any] = []  # input records done once this turn's sends are acked
         self._scored_ts: list[int] = []
         self._lag_at = 0.0
@@ -82,6 +89,7 @@ class Daemon:
         self.incidents = (IncidentFeed(settings.kafka, settings.incident,
                                        settings.threshold.top_k, self.metrics, self._send,
                                        clock) if settings.incident.enabled else None)
+        self._unreadable: list[tuple[Any, Exception]] = []  # stand-ins of skipped offsets
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunStats:
@@ -111,7 +119,8 @@ class Daemon:
         self._restore_incidents()
         intake = self.decoding.take(records)
         self._count_window_events()
-        self._dead_letter(intake.dead)
+        self._dead_letter(self._unreadable + intake.dead)
+        self._unreadable = []
         self._finished.extend(intake.absorbed)
         ready = self.cold_start.admit(intake.samples, self.consumer, self.decoding)
         live = self.slot.live  # read once: a swap never splits a batch
@@ -121,10 +130,14 @@ class Daemon:
         self._observe_lag()
 
     def shutdown(self) -> None:
-        """Finish what is in flight, commit it, leave the group."""
+        """Finish what is in flight, commit it, leave the group. Within a pod's grace
+        period: what the broker has not acknowledged by then stays uncommitted (and is
+        consumed again after the restart)."""
         self.cold_start.close()
         try:
-            self._deliver_and_commit()
+            self._deliver_and_commit(budget_s=SHUTDOWN_BUDGET_S)
+        except InfrastructureError as exc:
+            log.warning("event=shutdown_without_commit error=%r", str(exc)[:300])
         finally:
             self.consumer.close(autocommit=False)
             self.producer.close(timeout=10)
@@ -135,7 +148,11 @@ class Daemon:
     # -- steps ----------------------------------------------------------------------
     def _poll(self) -> list[Any]:
         batch = self.settings.batch
-        records = poll_batch(self.consumer, batch.max_size, batch.max_wait_ms)
+        try:
+            records = poll_batch(self.consumer, batch.max_size, batch.max_wait_ms)
+        except UnreadableRecords as exc:
+            records = exc.records
+            self._skip_unreadable(exc.cause)
         self.broker_ok = bool(self.consumer.assignment())
         self._rejoin_if_stuck()
         if records:
@@ -144,6 +161,22 @@ class Daemon:
             self.metrics.consumed.inc(len(records))
             self.metrics.batch_size.observe(len(records))
         return records
+
+    def _skip_unreadable(self, cause: Exception) -> None:
+        """Seek past what the client cannot parse; stand-ins for the skipped offsets go out
+        as headers-only dead letters (see streamae.unreadable)."""
+        found = locate(self.consumer, security_config(self.settings.kafka))
+        if not found:
+            raise InfrastructureError(f"poll failed and no unreadable record found: {cause!r}")
+        for tp, offsets in found.items():
+            log.warning("event=unreadable_records topic=%s partition=%d first=%d next=%d "
+                        "error=%r", tp.topic, tp.partition, offsets.start, offsets.stop, cause)
+            self.consumer.seek(tp, offsets.stop)
+            error = UnreadableError(f"the client cannot parse this record: {cause}"[:500])
+            batch = [UnreadableRecord(tp.topic, tp.partition, n) for n in offsets]
+            self.tracker.started(batch)
+            self.stats.consumed += len(batch)
+            self._unreadable.extend((record, error) for record in batch)
 
     def _rejoin_if_stuck(self) -> None:
         """kafka-python 3.0 can join with metadata lacking a new topic and then stay
@@ -181,17 +214,8 @@ class Daemon:
         self._window_counts = now
 
     def _dead_letter(self, dead: list[tuple[Any, Exception]]) -> None:
-        now = int(self.clock() * 1000)
         for record, error in dead:
-            headers = list(record.headers or []) + dead_letter_headers(
-                error, topic=record.topic, partition=record.partition, offset=record.offset,
-                now_ms=now)
-            self._send(self.settings.kafka.dead_letter_topic, record.value, record.key, headers)
-            reason = getattr(error, "reason", "unexpected")
-            self.metrics.dead_letters.labels(reason=reason).inc()
-            log.warning("event=dead_letter reason=%s topic=%s partition=%d offset=%d detail=%r",
-                        reason, record.topic, record.partition, record.offset,
-                        str(error)[:200])
+            self.delivery.dead_letter(record, error)
             self._finished.append(record)
         self.stats.dead_letters += len(dead)
 
@@ -201,9 +225,15 @@ class Daemon:
         batch = live.scorer.score(values)
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
         flags, value = classify_and_learn(live.threshold, batch.scores)
-        features = {int(i): self._publish_anomaly(live, samples[i], values[i], batch, int(i),
-                                                  value)
-                    for i in np.flatnonzero(flags)}
+        features: dict[int, tuple[tuple[str, float], ...]] = {}
+        for i in np.flatnonzero(flags):
+            try:
+                features[int(i)] = self._publish_anomaly(live, samples[i], values[i], batch,
+                                                         int(i), value)
+            except InfrastructureError:
+                raise
+            except Exception as exc:  # one record's explanation must not stop the batch
+                self._dead_letter([(samples[i].record, exc)])
         if self.incidents is not None:
             self.incidents.observe(samples, batch.scores, flags, value, features)
         self._publish_scores(live, samples, batch.scores, flags, value)
@@ -251,24 +281,14 @@ class Daemon:
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None,
               headers: list[tuple[str, bytes]] | None = None) -> None:
-        try:
-            self._pending.append(self.producer.send(topic, value=value, key=key,
-                                                    headers=headers or []))
-        except KafkaError as exc:
-            raise InfrastructureError(f"cannot send to {topic}: {exc}") from exc
+        self.delivery.send(topic, value, key, headers)
 
-    def _deliver_and_commit(self, wait: bool = True) -> None:
+    def _deliver_and_commit(self, wait: bool = True, budget_s: float | None = None) -> None:
         """Wait for every ack of this turn, then commit the offsets that are now done."""
-        if self._pending:
-            try:
-                self.producer.flush(timeout=FLUSH_TIMEOUT_S)
-            except KafkaError as exc:
-                raise InfrastructureError(f"publish not acknowledged: {exc}") from exc
-            failed = [f for f in self._pending if not f.succeeded()]
-            if failed:
-                raise InfrastructureError(f"{len(failed)} records not acknowledged: "
-                                          f"{failed[0].exception!r}")
-            self._pending.clear()
+        sent = self.delivery.pending
+        self.delivery.settle(budget_s)
+        if sent:
+            self._set_reachable(True)
         now_ms = self.clock() * 1000
         for ts in self._scored_ts:
             if ts is not None and ts > 0:
@@ -276,14 +296,41 @@ class Daemon:
         self._scored_ts.clear()
         self.tracker.done(self._finished)
         self._finished.clear()
-        commit(self.consumer, self.tracker, wait=wait)
+        if self.delivery.transactional:  # outputs and offsets in one transaction
+            offsets = self.tracker.committable()
+            self.delivery.commit(offsets, self.consumer.group_metadata())
+            self.tracker.mark_committed(offsets)
+        else:
+            commit(self.consumer, self.tracker, wait=wait)
 
     def _observe_lag(self) -> None:
+        """Every few seconds: one broker round trip (is it reachable?) and the lag gauges."""
         if time.monotonic() - self._lag_at < LAG_EVERY_S:
             return
         self._lag_at = time.monotonic()
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return
+        try:
+            self.consumer.end_offsets(assigned, timeout_ms=PROBE_TIMEOUT_MS)
+        except KafkaError as exc:
+            self._set_reachable(False, repr(exc))
+            return
+        self._set_reachable(True)
         for tp, lag in consumer_lag(self.consumer).items():
             self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+    def _set_reachable(self, reachable: bool, detail: str = "") -> None:
+        if reachable and not self.broker_reachable:
+            log.info("event=broker_reachable_again")
+        elif not reachable and self.broker_reachable:
+            log.warning("event=broker_unreachable detail=%r", detail[:200])
+        self.broker_reachable = reachable
+
+    def _waiting_for_broker(self, waited_s: float) -> None:
+        """Called while records wait for acks: the loop is alive, the broker is not."""
+        self.heartbeat = time.monotonic()
+        self._set_reachable(False, f"records not acknowledged for {waited_s:.0f}s")
 
     # -- probes ---------------------------------------------------------------------
     def liveness(self, stale_after_s: float = 120.0) -> tuple[bool, str]:
@@ -296,6 +343,8 @@ class Daemon:
             return False, f"no model yet ({self.cold_start.status()})"
         if not self.broker_ok:
             return False, "no partitions assigned (broker unreachable or rebalancing)"
+        if not self.broker_reachable:
+            return False, "broker unreachable (records or probes not answered)"
         return True, f"model {live.kind} v{live.version}"
 
 

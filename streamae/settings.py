@@ -8,11 +8,14 @@ variable that names the variable, the value and what is allowed.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from streamae.exceptions import SettingsError
 
@@ -21,6 +24,27 @@ NESTED_DELIMITER = "__"
 
 CommaList = Annotated[list[str], NoDecode]
 IntList = Annotated[list[int], NoDecode]
+SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
+_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")  # Kafka's rule (and not "." or "..")
+_HOST_PORT = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+
+
+def check_topic(name: str) -> str:
+    """A name Kafka accepts as a topic: [a-zA-Z0-9._-], 1 to 249 characters, not . or .."""
+    if not _TOPIC.fullmatch(name) or name in {".", ".."}:
+        raise ValueError(f"not a legal Kafka topic name ({len(name)} characters; allowed: "
+                         "1-249 of a-z A-Z 0-9 . _ -)")
+    return name
+
+
+def check_bootstrap(value: str) -> str:
+    """A comma-separated list of host:port with ports 1-65535."""
+    servers = [part.strip() for part in value.split(",")]
+    for server in servers:
+        match = _HOST_PORT.fullmatch(server)
+        if match is None or not 1 <= int(match.group(1)) <= 65535:
+            raise ValueError(f"{server!r} is not host:port (port 1-65535)")
+    return ",".join(servers)
 
 
 def _split_csv(value: Any) -> Any:
@@ -61,8 +85,40 @@ class KafkaSettings(Section):
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     session_timeout_ms: int = Field(45_000, ge=1_000)
     max_message_bytes: int = Field(1_048_576, ge=16)  # larger inputs are dead-lettered
+    # The dead-letter topic is created able to hold inputs up to this size (its
+    # max.message.bytes); a larger one is dead-lettered headers-only (size, reason, offset).
+    dead_letter_max_bytes: int = Field(8 * 1_048_576, ge=1_024)
+    # How long the daemon waits for an unreachable broker (acks, start-up) before it exits.
+    outage_budget_s: float = Field(600.0, gt=0)
+    # exactly_once: the outputs of a batch and its offsets commit in one transaction; read
+    # the outputs with isolation_level=read_committed. Needs a transactional id that is
+    # stable per replica (default: streamae-<group>-<host name>, a StatefulSet pod name).
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    transactional_id: str | None = Field(None, min_length=1, max_length=249)
 
     _split_topics = field_validator("input_topics", mode="before")(_split_csv)
+
+    @field_validator("input_topics")
+    @classmethod
+    def _legal_inputs(cls, topics: list[str]) -> list[str]:
+        if not topics:
+            raise ValueError("at least one input topic is needed")
+        return [check_topic(topic) for topic in topics]
+
+    @field_validator("output_topic", "dead_letter_topic", "model_topic")
+    @classmethod
+    def _legal_topic(cls, topic: str) -> str:
+        return check_topic(topic)
+
+    @field_validator("scores_topic", "latent_topic")
+    @classmethod
+    def _legal_optional_topic(cls, topic: str | None) -> str | None:
+        return None if topic is None or topic == "" else check_topic(topic)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        return check_bootstrap(value)
 
 
 class InputSettings(Section):
@@ -114,6 +170,13 @@ class ModelSettings(Section):
     centring: Literal["auto", "none", "all"] = "auto"
 
     _split_hidden = field_validator("hidden_sizes", mode="before")(_split_csv)
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int]) -> list[int]:
+        if not sizes or min(sizes) < 1:
+            raise ValueError("needs one or more layer sizes, each >= 1")
+        return sizes
 
 
 class BatchSettings(Section):
@@ -189,6 +252,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     warmup_size: int = Field(1_000, ge=10)  # messages gathered to train the first model
     metrics_port: int = Field(9100, ge=0, le=65535)  # 0 disables the HTTP server
+    metrics_host: str = Field("0.0.0.0", min_length=1)  # bind address of /metrics, probes
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # torch intra-op threads. 1 keeps small models fast and leaves a core to the
     # background trainer; raise it for large conv models on a many-core node.
@@ -211,18 +275,37 @@ def env_name(location: tuple[str | int, ...]) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the environment; raise SettingsError naming each wrong variable."""
+    """Read the environment; raise SettingsError naming each wrong variable. A value is
+    echoed only when it is a plain scalar of a field that is not secret, and never when it
+    holds a secret's text."""
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        lines = [
-            f"{env_name(err['loc'])}={err.get('input')!r}: {err['msg']}" for err in exc.errors()
-        ]
-        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+        lines = [f"{env_name(err['loc'])}={shown(err)}: {err['msg']}" for err in exc.errors()]
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except SourceError as exc:  # a section given as JSON that does not parse
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = env_name((field.group(1),)) if field else ENV_PREFIX + "*"
+        raise SettingsError(f"invalid configuration:\n  {name}: not valid JSON "
+                            "(value not shown)") from None
     lines = conflicts(settings)
     if lines:
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines))
     return settings
+
+
+def shown(error: Any) -> str:
+    """How a wrong value appears in a message (see ``load_settings``)."""
+    value = error.get("input")
+    secret = any(str(part) in SECRET_FIELDS for part in error.get("loc", ()))
+    if secret or not isinstance(value, str | int | float | bool | None):
+        return f"<{type(value).__name__}, not shown>"
+    text = repr(value)
+    secrets = [os.environ.get(f"{ENV_PREFIX}KAFKA{NESTED_DELIMITER}{name.upper()}")
+               for name in SECRET_FIELDS]
+    if any(secret_text and secret_text in text for secret_text in secrets):
+        return "<not shown: holds a secret>"
+    return text
 
 
 def conflicts(settings: Settings) -> list[str]:

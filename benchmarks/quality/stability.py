@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from streamae.live import train_detector  # noqa: E402
-from streamae.scoring import Scorer  # noqa: E402
-from streamae.settings import ModelSettings, Settings  # noqa: E402
+from streamae.live import train_detector
+from streamae.scoring import Scorer
+from streamae.settings import ModelSettings, Settings
 
 
 def vectors(n: int, seed: int) -> np.ndarray:

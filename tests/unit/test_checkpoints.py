@@ -147,3 +147,45 @@ def test_mismatched_weights_raise_checkpoint_error(detectors):
     franken = len(text).to_bytes(8, "little") + text + wrong[8 + wrong_len :]
     with pytest.raises(CheckpointError, match="valid model"):
         checkpoint_from_bytes(franken, device="cpu")
+
+
+def test_load_live_falls_back_to_the_newest_intact_version(tmp_path, detectors):
+    import torch
+
+    from streamae.live import load_live
+    from streamae.metrics import Metrics
+
+    detector, _ = detectors["dense"]
+    def save_static(directory, det):
+        save_checkpoint(directory, det, threshold_state={"method": "static", "value": 3.0},
+                        metadata={})
+
+    save_static(tmp_path, detector)  # 1: intact
+    save(tmp_path, detector)  # 2: its weights will not match its JSON
+    blob = (tmp_path / "model-000002.safetensors").read_bytes()
+    (tmp_path / "model-000002.safetensors").write_bytes(blob[:-10])
+    state = {k: v.clone() for k, v in detector.model.state_dict().items()}
+    with torch.no_grad():
+        next(detector.model.parameters()).view(-1)[0] = float("nan")
+    save_static(tmp_path, detector)  # 3: a NaN weight
+    detector.model.load_state_dict(state)
+    metrics = Metrics()
+    live = load_live(tmp_path, "cpu", 16, metrics)
+    assert live is not None and live.version == 1
+    sample = metrics.registry.get_sample_value
+    assert sample("streamae_models_rejected_total", {"reason": "non_finite"}) == 1
+    assert sample("streamae_models_rejected_total", {"reason": "corrupt"}) == 1
+    (tmp_path / "model-000002.safetensors").write_bytes(blob)  # 2 intact, its state is not
+    assert load_live(tmp_path, "cpu", 16, metrics).version == 1
+    assert sample("streamae_models_rejected_total", {"reason": "bad_threshold"}) == 1
+    (tmp_path / "model-000002.safetensors").write_bytes(blob[:-10])
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        load_version(tmp_path, 2)
+
+
+def test_load_live_is_none_when_no_version_is_intact(tmp_path, detectors):
+    from streamae.live import load_live
+
+    save(tmp_path, detectors["dense"][0])
+    (tmp_path / "model-000001.json").write_text("{not json")
+    assert load_live(tmp_path, "cpu", 16) is None

@@ -172,3 +172,34 @@ def test_images_become_chw_samples_and_corrupt_ones_are_dead():
 def test_empty_and_oversized_values_are_dead(kind):
     intake = decoding(kind).take([Record(None), Record(b"[" + b"1," * 5000 + b"1]", offset=1)])
     assert reasons(intake) == ["empty", "oversized"]
+
+
+@pytest.mark.parametrize("pixels", [[[]], [[[]]], [[], []]])
+def test_empty_pixel_arrays_are_dead_and_the_rest_of_the_batch_goes_on(pixels):
+    good = {"pixels": np.full((8, 8), 0.5).tolist()}
+    batch = records(good, {"pixels": pixels}, good)
+    intake = decoding("image").take(batch)
+    assert [s.record.offset for s in intake.samples] == [0, 2]
+    assert reasons(intake) == ["missing_values"]
+
+
+class Exploding:
+    """A decoder with a bug: raises something that is not a DecodeError for one value."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def decode(self, value, headers, key):
+        if value == b'"boom"':
+            raise ZeroDivisionError("a bug, not bad input")
+        return self.inner.decode(value, headers, key)
+
+
+@pytest.mark.parametrize("kind", ["vector", "window"])
+def test_any_exception_dead_letters_that_record_only(kind):
+    taker = decoding(kind)
+    taker.decoder = Exploding(taker.decoder)
+    batch = records([1.0, 2.0], "boom", [3.0, 4.0], [5.0, 6.0])
+    intake = taker.take(batch)
+    assert [(r.offset, type(e).__name__) for r, e in intake.dead] == [(1, "ZeroDivisionError")]
+    assert accounted(intake) == [0, 1, 2, 3]

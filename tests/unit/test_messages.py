@@ -14,6 +14,7 @@ from streamae.messages import (
     Reading,
     VectorDecoder,
     anomaly_event,
+    copy_headers,
     dead_letter_headers,
     encode_json,
     parse_ts,
@@ -63,9 +64,29 @@ def test_timestamps(ts, expected):
     assert reading.ts_ms == expected
 
 
-@pytest.mark.parametrize("ts", ["yesterday", True, [1], 1e30, "2024-13-40T00:00:00"])
+@pytest.mark.parametrize("ts", ["yesterday", True, [1], "2024-13-40T00:00:00", "\u00b2",
+                                "\u0663", "\u0661\u0662\u0663\u0664", "-", "12a", "\uff11"])
 def test_bad_timestamp(ts):
     assert reason_of(VectorDecoder(), j({"ts": ts, "values": [1.0]})) == "bad_timestamp"
+
+
+@pytest.mark.parametrize("ts", [1e30, -1e16, "9" * 5000, "-" + "9" * 20, "10000000000000000",
+                                "99999999999999999999"])
+def test_timestamp_out_of_range(ts):
+    reason = reason_of(VectorDecoder(), j({"ts": ts, "values": [1.0]}))
+    assert reason == "timestamp_out_of_range"
+
+
+@pytest.mark.parametrize(("ts", "reason"), [(b"\xc2\xb2", "bad_timestamp"),
+                                            (b"9" * 5000, "timestamp_out_of_range")])
+def test_float32_ts_header_is_checked_like_json(ts, reason):
+    headers = [*F32, ("ts", ts)]
+    assert reason_of(VectorDecoder(), np.ones(2, "<f4").tobytes(), headers) == reason
+
+
+def test_negative_and_ascii_digit_strings_are_epoch_ms():
+    assert parse_ts("-1000") == -1000
+    assert parse_ts(" 1718000000000 ") == 1718000000000
 
 
 def test_parse_ts_direct():
@@ -293,3 +314,14 @@ def test_image_decoder_reexported():
     from streamae import images, messages
 
     assert messages.ImageDecoder is images.ImageDecoder
+
+
+def test_copy_headers_makes_null_values_and_odd_keys_sendable():
+    odd = "k\udcff"  # a key that cannot be encoded as UTF-8
+    original = [("a", b"1"), ("n", None), (b"\xff\xfe", b"2"), (odd, "text"), ("broken",)]
+    copied = copy_headers(original)
+    assert copied == [("a", b"1"), ("n", b""), ("\ufffd\ufffd", b"2"), ("k?", b"text"),
+                      ("streamae.headers.null", b"n")]
+    assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in copied)
+    assert all(k.encode("utf-8") for k, _ in copied)  # every key encodes now
+    assert copy_headers(None) == [] and copy_headers([("x", b"")]) == [("x", b"")]
