@@ -4,20 +4,21 @@ A pager wants one page per episode, not one per reading. For each key the tracke
 the flags of its last ``open_readings`` (M) readings and
 
 - **opens** an incident when ``open_flags`` (N) of them are flagged, or at once for one
-  reading whose score is ``critical_ratio`` times the threshold or more (a lone spike is
-  an episode too);
-- **updates** it when its peak score rises ``update_ratio`` times above the peak last
-  published, its severity rises, or its set of top features changes (features ranked by
-  their z summed over the incident's flagged readings; those under a quarter of the
-  leader's are left out, so noise in the third place does not page);
+  reading whose score is ``critical_margin`` or more above the threshold (a lone spike
+  is an episode too; scores are -log10 tail probabilities, so a margin of 2 means a
+  hundred times rarer than the threshold);
+- **updates** it when its peak score rises ``update_margin`` above the peak last
+  published (1: ten times rarer), its severity rises, or its set of top features changes
+  (features ranked by their z summed over the incident's flagged readings; those under a
+  quarter of the leader's are left out, so noise in the third place does not page);
 - **resolves** it after ``quiet_readings`` (Q) readings of the key in a row with no flag
   (counted in readings, not seconds, so a replay and a live run agree and the quiet period
   scales with each key's own rate), or when the key has sent nothing for ``stale_ms`` of
   event time (the newest event time seen on any key), so a silent key cannot hold an
   incident open for ever.
 
-Severity is ``critical`` when the peak score is ``critical_ratio`` times the threshold in
-force at the peak or more, else ``warning``: two values, safe as a metric label.
+Severity is ``critical`` when the peak score is ``critical_margin`` or more above the
+threshold in force at the peak, else ``warning``: two values, safe as a metric label.
 
 Restarts: after each batch ``snapshot`` gives the full state of every incident that
 changed (counts, quiet run, feature weights, the input position of its last reading); the
@@ -105,8 +106,10 @@ class Incident:
     resolution: str | None = None  # "quiet" or "stale" once resolved
 
     @property
-    def peak_ratio(self) -> float:
-        return self.peak_score / self.peak_threshold if self.peak_threshold > 0 else float("inf")
+    def peak_margin(self) -> float:
+        """How far the peak score rose above its threshold: decades rarer, as scores are
+        -log10 tail probabilities (2 = a hundred times rarer than the threshold)."""
+        return self.peak_score - self.peak_threshold
 
     def absorb(self, obs: Observation) -> None:
         """Count one flagged reading: peak, features, quiet counter."""
@@ -139,15 +142,15 @@ class IncidentTracker:
     """Per-key flag history and open incidents; ``observe`` returns the events to publish."""
 
     def __init__(self, *, open_flags: int = 2, open_readings: int = 3,
-                 quiet_readings: int = 30, critical_ratio: float = 2.0,
-                 update_ratio: float = 10.0, stale_ms: int = 900_000, top_k: int = 3,
+                 quiet_readings: int = 30, critical_margin: float = 2.0,
+                 update_margin: float = 1.0, stale_ms: int = 900_000, top_k: int = 3,
                  max_keys: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         if not 1 <= open_flags <= open_readings:
             raise ValueError(f"need 1 <= open_flags ({open_flags}) <= open_readings "
                              f"({open_readings})")
         self.open_flags, self.open_readings = open_flags, open_readings
-        self.quiet_readings, self.critical_ratio = quiet_readings, critical_ratio
-        self.update_ratio, self.stale_ms, self.top_k = update_ratio, stale_ms, top_k
+        self.quiet_readings, self.critical_margin = quiet_readings, critical_margin
+        self.update_margin, self.stale_ms, self.top_k = update_margin, stale_ms, top_k
         self.max_keys, self.clock = max_keys, clock
         self.open: dict[str, Incident] = {}
         self._history: OrderedDict[str, deque[Observation | None]] = OrderedDict()
@@ -185,7 +188,7 @@ class IncidentTracker:
         return [self._resolve(incident, self.now_ms, "stale") for incident in stale]
 
     def severity(self, incident: Incident) -> str:
-        return SEVERITIES[1] if incident.peak_ratio >= self.critical_ratio else SEVERITIES[0]
+        return SEVERITIES[1] if incident.peak_margin >= self.critical_margin else SEVERITIES[0]
 
     def open_by_severity(self) -> dict[str, int]:
         counts = dict.fromkeys(SEVERITIES, 0)
@@ -207,7 +210,7 @@ class IncidentTracker:
         if not obs.flagged:
             return []
         flagged = [o for o in history if o is not None]
-        critical = obs.threshold <= 0 or obs.score >= self.critical_ratio * obs.threshold
+        critical = obs.score >= obs.threshold + self.critical_margin
         if len(flagged) < self.open_flags and not critical:
             return []
         first = flagged[0]
@@ -226,7 +229,7 @@ class IncidentTracker:
 
     def _changed(self, incident: Incident) -> bool:
         rank = SEVERITIES.index
-        return (incident.peak_score >= self.update_ratio * incident.published_peak
+        return (incident.peak_score >= incident.published_peak + self.update_margin
                 or rank(self.severity(incident)) > rank(incident.published_severity)
                 or frozenset(incident.top(self.top_k)) != incident.published_top)
 
@@ -257,7 +260,7 @@ class IncidentTracker:
             "last_ts_ms": incident.last_ts_ms, "resolved_ts_ms": incident.resolved_ts_ms,
             "resolution": incident.resolution, "detected_ts_ms": int(self.clock() * 1000),
             "peak_score": incident.peak_score, "peak_threshold": incident.peak_threshold,
-            "peak_ratio": incident.peak_ratio, "peak_ts_ms": incident.peak_ts_ms,
+            "peak_margin": incident.peak_margin, "peak_ts_ms": incident.peak_ts_ms,
             "flagged_readings": incident.flagged, "readings": incident.readings,
             "top_features": [{"feature": name, "weight": incident.weights[name],
                               "readings": incident.counts.get(name, 0)} for name in top],

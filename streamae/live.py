@@ -61,7 +61,7 @@ class ModelSlot:
 
 def model_args(model: ModelSettings) -> dict:
     return {
-        "hidden_sizes": tuple(model.hidden_sizes),
+        "hidden_sizes": None if model.hidden_sizes is None else tuple(model.hidden_sizes),
         "latent_size": model.latent_size,
         "noise_std": model.noise_std,
         "mask_probability": model.mask_probability,

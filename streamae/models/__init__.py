@@ -63,6 +63,12 @@ def _check_args(
         )
 
 
+# Layer widths (dense) or channels per stage (conv) when none are given. Conv stages run at
+# full resolution: 16 then 32 channels train ~5x faster than 64/32 on CPU (28x28 images).
+DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {"dense": (64, 32), "conv": (16, 32),
+                                              "conv1d": (16, 32)}
+
+
 def default_latent_size(input_shape: Sequence[int]) -> int:
     """A bottleneck that compresses whatever the input's width: about sqrt(width), at most
     a quarter of it and 32. A latent as wide as the input lets a model drift toward the
@@ -75,7 +81,7 @@ def build_model(
     kind: str,
     input_shape: Sequence[int],
     *,
-    hidden_sizes: Sequence[int] = (64, 32),
+    hidden_sizes: Sequence[int] | None = None,
     latent_size: int | None = None,
     noise_std: float = 0.1,
     mask_probability: float = 0.1,
@@ -85,6 +91,8 @@ def build_model(
     """Build a fresh model of ``kind`` for samples shaped ``input_shape``; ``latent_size``
     None follows the input's width (``default_latent_size``)."""
     shape = tuple(int(s) for s in input_shape)
+    if hidden_sizes is None:
+        hidden_sizes = DEFAULT_HIDDEN.get(kind, DEFAULT_HIDDEN["dense"])
     if latent_size is None:
         latent_size = default_latent_size(shape)
     hidden = tuple(int(h) for h in hidden_sizes)

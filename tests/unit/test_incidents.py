@@ -24,8 +24,8 @@ PERIOD_MS = 100
 
 
 def tracker(**overrides) -> IncidentTracker:
-    args = {"open_flags": 2, "open_readings": 3, "quiet_readings": 4, "critical_ratio": 3.0,
-            "update_ratio": 1.5, "stale_ms": 10_000, "top_k": 2, "clock": lambda: 1234.5}
+    args = {"open_flags": 2, "open_readings": 3, "quiet_readings": 4, "critical_margin": 3.0,
+            "update_margin": 1.5, "stale_ms": 10_000, "top_k": 2, "clock": lambda: 1234.5}
     return IncidentTracker(**{**args, **overrides})
 
 
@@ -64,7 +64,7 @@ def test_flags_further_apart_than_m_readings_never_open_one():
 
 
 def test_one_critical_reading_opens_at_once_as_critical():
-    opened, = feed(tracker(), [1, 3.0 * THRESHOLD])
+    opened, = feed(tracker(), [1, THRESHOLD + 3.0])  # critical_margin above the threshold
     assert opened["event"] == "opened" and opened["severity"] == "critical"
     assert opened["flagged_readings"] == 1 and opened["readings"] == 1
 
@@ -89,12 +89,12 @@ def test_resolved_after_q_quiet_readings_in_a_row_and_a_flag_restarts_the_count(
 def test_updated_when_the_peak_rises_enough_or_severity_rises_not_for_small_rises():
     t = tracker()
     feed(t, [6, 6])
-    assert feed(t, [8.9], start=2) == []  # below 1.5 x 6
-    updated, = feed(t, [9.0], start=3)
-    assert updated["event"] == "updated" and updated["peak_score"] == 9.0
+    assert feed(t, [7.4], start=2) == []  # below 6 + 1.5
+    updated, = feed(t, [7.5], start=3)
+    assert updated["event"] == "updated" and updated["peak_score"] == 7.5
     assert updated["sequence"] == 2
-    assert feed(t, [13.0], start=4) == []  # 13 < 1.5 x 9
-    critical, = feed(t, [15.0], start=5)  # 15 >= 3 x 5: severity rises
+    assert feed(t, [7.9], start=4) == []  # 7.9 < 7.5 + 1.5 and < 5 + 3
+    critical, = feed(t, [8.0], start=5)  # 8 >= 5 + 3: severity rises
     assert critical["severity"] == "critical"
     assert t.open_by_severity() == {"warning": 0, "critical": 1}
 

@@ -1,0 +1,43 @@
+"""The quality suite in small (benchmarks/quality/run.py, seed 0): every labelled scenario
+through the daemon's own parts with the defaults, its goal asserted (issue 11: recall of
+anomalous events >= 0.95, <= 1 false alarm per 1,000 normal readings).
+
+Two scenarios do not reach the goal yet and are marked ``xfail(strict=True)``: when a
+change makes them pass, the test fails until the mark is removed, so the figure can only
+move forward."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import load_script
+
+KNOWN_SHORT = {
+    # A dense autoencoder's mean error ranks one 6-unit normal spike like a window-wide
+    # tripled amplitude, so the amplitude change hides in the heavy normal tail.
+    "spiky_normal": "recall 0.25 (seed 0)",
+    # A value level that contradicts its command is reconstructed anyway: the latent has
+    # room for the level itself.
+    "value_commands": "recall 0.0-0.25 (seeds 0-2)",
+}
+
+
+@pytest.fixture(scope="module")
+def suite():
+    load_script("skab_data", "benchmarks/skab_data.py")
+    generators = load_script("generators", "benchmarks/quality/generators.py")
+    run = load_script("quality_run", "benchmarks/quality/run.py")
+    return generators, run
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SHORT[name]))
+    if name in KNOWN_SHORT else name
+    for name in ("noiseless_spikes", "low_noise_spikes", "level_shifts", "periodic",
+                 "spiky_normal", "constant_switch", "value_commands", "slow_drift")])
+def test_scenario_meets_the_goal_with_the_defaults(suite, name):
+    generators, run = suite
+    figures = run.run_scenario(generators.SCENARIOS[name](0), {})
+    print(f"{name}: recall={figures.recall:.3f} false/1000={figures.false_per_1000:.2f}")
+    assert figures.recall >= 0.95
+    assert figures.false_per_1000 <= 1.0
