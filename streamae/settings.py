@@ -23,7 +23,7 @@ ENV_PREFIX = "STREAMAE_"
 NESTED_DELIMITER = "__"
 
 CommaList = Annotated[list[str], NoDecode]
-IntList = Annotated[list[int], NoDecode]
+OptionalIntList = Annotated[list[int] | None, NoDecode]
 SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
 _TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")  # Kafka's rule (and not "." or "..")
 _HOST_PORT = re.compile(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
@@ -155,7 +155,7 @@ class ModelSettings(Section):
     kind: Literal["dense", "denoising", "vae", "conv", "conv1d"] = "dense"
     # Layer widths (dense) or channels per stage (conv); None: the kind's default, (64, 32)
     # dense, (16, 32) conv: 64 channels at full resolution cost ~5x the time for no AUC.
-    hidden_sizes: IntList | None = None
+    hidden_sizes: OptionalIntList = None
     latent_size: int | None = Field(None, ge=1)  # None: about sqrt(input width), always smaller
     epochs: int = Field(30, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
