@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +27,7 @@ FAST = {"STREAMAE_DEVICE": "cpu", "STREAMAE_MODEL__EPOCHS": "4",
         "STREAMAE_METRICS_PORT": "0"}
 
 
-@pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
-    """``main`` configures the root logger; give pytest's handlers back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("keep_logging")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from streamae.calibration import TailCalibration
 from streamae.exceptions import ModelError
 from streamae.scoring import Scorer
 from streamae.training import TrainConfig, fit
+from tests.conftest import load_script
 
 
 def test_scores_follow_the_empirical_tail_and_extrapolate_without_saturating():
@@ -52,18 +53,8 @@ def test_state_round_trip_and_inverse():
         TailCalibration.fit(np.array([1.0]))
 
 
-def _vectors(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    loadings = np.random.default_rng(99).normal(size=(3, 8))
-    return (rng.normal(size=(n, 3)) @ loadings + 0.2 * rng.normal(size=(n, 8))).astype(np.float32)
-
-
-def _windows(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
-    t = np.arange(16)[None, :, None]
-    base = np.sin(t * 2 * np.pi / 12 + phase) * np.array([1.0, -0.5])[None, None, :]
-    return (base + 0.2 * rng.normal(size=(n, 16, 2))).astype(np.float32)
+STABILITY = load_script("stability", "benchmarks/quality/stability.py")
+_vectors, _windows = STABILITY.vectors, STABILITY.windows
 
 
 def _images(n: int, seed: int) -> np.ndarray:

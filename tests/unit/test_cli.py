@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +20,7 @@ FEATURES = ["a", "b", "c", "d", "e", "f"]
 ROWS, LATENT = 300, 3
 
 
-@pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
-    """``main`` configures the root logger; give pytest's handlers back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("keep_logging")
 
 
 @pytest.fixture
