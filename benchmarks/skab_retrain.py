@@ -145,6 +145,7 @@ def settings_for(mode: str, workdir: Path) -> Settings:
         model=MODEL, threshold=THRESHOLD,
         retrain={**RETRAIN, "enabled": gate is not None, "gate": gate or 0.8},
         checkpoints={"directory": workdir / mode, "keep": 2},
+        incident={"enabled": False},  # in-memory clients: no incidents topic to restore from
     )
 
 

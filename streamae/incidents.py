@@ -7,8 +7,10 @@ the flags of its last ``open_readings`` (M) readings and
   reading whose score is ``critical_margin`` or more above the threshold (a lone spike
   is an episode too; scores are -log10 tail probabilities, so a margin of 2 means a
   hundred times rarer than the threshold);
-- **updates** it when its peak score rises ``update_margin`` above the peak last
-  published (1: ten times rarer), its severity rises, or its set of top features changes
+- **updates** it when its peak score rises above the peak last published by
+  ``update_margin`` (1: ten times rarer) or by the published peak's own margin over the
+  threshold, whichever is more (a peak 30 decades out updates at 60, not at every decade:
+  scores of extreme readings grow linearly with their error), its severity rises, or its set of top features changes
   (features ranked by their z summed over the incident's flagged readings; those under a
   quarter of the leader's are left out, so noise in the third place does not page);
 - **resolves** it after ``quiet_readings`` (Q) readings of the key in a row with no flag
@@ -229,7 +231,8 @@ class IncidentTracker:
 
     def _changed(self, incident: Incident) -> bool:
         rank = SEVERITIES.index
-        return (incident.peak_score >= incident.published_peak + self.update_margin
+        margin = incident.published_peak - incident.peak_threshold
+        return (incident.peak_score >= incident.published_peak + max(self.update_margin, margin)
                 or rank(self.severity(incident)) > rank(incident.published_severity)
                 or frozenset(incident.top(self.top_k)) != incident.published_top)
 

@@ -213,3 +213,11 @@ def test_feature_names_of_vectors_and_image_regions():
                                        {"feature": 3, "z": 2.0}]}) == (("flow", 4.5), ("3", 2.0))
     regions = {"regions": [{"row": 4, "col": 8, "z": 3.0}]}
     assert feature_names(regions) == (("r4c8", 3.0),)
+
+
+def test_an_extreme_peak_updates_when_its_margin_doubles_not_at_every_decade():
+    t = tracker(critical_margin=100.0)  # keep severity out of it
+    feed(t, [30, 30])  # published peak 30: 25 decades above the threshold of 5
+    assert feed(t, [31, 40, 54.9], start=2) == []
+    updated, = feed(t, [55], start=5)
+    assert updated["event"] == "updated" and updated["peak_score"] == 55
