@@ -1,7 +1,7 @@
 """SKAB through the daemon with retraining: frozen vs gated vs ungated (MAR / FAR table).
 
-Each SKAB file streams through the real ``Daemon`` (decode, score, threshold, scored hooks,
-the real ``Retrainer``) with in-memory Kafka clients, so every file runs in seconds. Per
+Each SKAB file streams through the daemon's own parts in process (``streamae.replay``:
+decode, score, threshold, the real ``Retrainer``), so every file runs in seconds. Per
 the SKAB leaderboard the model is fitted on the first 400 rows (the cold start) and rows
 400 onwards are scored, in order, pooled over files, no point adjustment.
 
@@ -20,14 +20,12 @@ The data (GPL-3.0) is read from ``$STREAMAE_SKAB_DIR`` or ``../shared/datasets/s
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -37,12 +35,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # skab_data, also when a test imports this
 
 import skab_data as skab  # noqa: E402
-from kafka import TopicPartition  # noqa: E402
-from kafka.consumer.fetcher import ConsumerRecord  # noqa: E402
 
-from streamae.metrics import Metrics  # noqa: E402
-from streamae.pipeline import Daemon  # noqa: E402
-from streamae.retrain import Retrainer  # noqa: E402
+from streamae.replay import replay_rows  # noqa: E402
 from streamae.settings import Settings  # noqa: E402
 
 FIT_ROWS = skab.FIT_ROWS
@@ -56,84 +50,6 @@ MODEL = {"hidden_sizes": [32, 16], "latent_size": 3, "epochs": 40, "batch_size":
 THRESHOLD = {"method": "quantile", "quantile": 0.99, "window": 2_000, "min_samples": 50}
 
 
-# -- in-memory Kafka clients: the daemon's code path, without a broker's latency ----------
-class MemoryConsumer:
-    """One partition of prepared records; honours pause (the cold start uses it)."""
-
-    def __init__(self, topic: str, values: list[bytes]) -> None:
-        self.tp = TopicPartition(topic, 0)
-        self.records = [ConsumerRecord(topic=topic, partition=0, leader_epoch=-1, offset=i,
-                                       timestamp=i * 1000, timestamp_type=0, key=None,
-                                       value=v, headers=[], checksum=None,
-                                       serialized_key_size=-1, serialized_value_size=len(v),
-                                       serialized_header_size=-1)
-                        for i, v in enumerate(values)]
-        self.next = 0
-        self._paused = False
-
-    def subscribe(self, topics: list[str], listener: Any = None) -> None:
-        if listener is not None:
-            listener.on_partitions_assigned([self.tp])
-
-    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
-        if self._paused or self.next >= len(self.records):
-            time.sleep(min(timeout_ms, 5) / 1000 or 0.001)
-            return {}
-        batch = self.records[self.next : self.next + (max_records or 500)]
-        self.next += len(batch)
-        return {self.tp: batch}
-
-    def assignment(self) -> set:
-        return {self.tp}
-
-    def pause(self, *tps: Any) -> None:
-        self._paused = True
-
-    def resume(self, *tps: Any) -> None:
-        self._paused = False
-
-    def paused(self) -> set:
-        return {self.tp} if self._paused else set()
-
-    def commit(self, offsets: Any = None) -> None:
-        pass
-
-    def commit_async(self, offsets: Any = None, callback: Any = None) -> None:
-        pass
-
-    def highwater(self, tp: Any) -> int:
-        return len(self.records)
-
-    def position(self, tp: Any, timeout_ms: int | None = None) -> int:
-        return self.next
-
-    def close(self, autocommit: bool = False) -> None:
-        pass
-
-
-class _Sent:
-    def succeeded(self) -> bool:
-        return True
-
-    exception = None
-
-
-@dataclass
-class MemoryProducer:
-    sent: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-             headers: Any = None) -> _Sent:
-        self.sent.append((topic, value))
-        return _Sent()
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def close(self, timeout: float | None = None) -> None:
-        pass
-
-
 # -- one run -----------------------------------------------------------------------------
 def settings_for(mode: str, workdir: Path) -> Settings:
     gate = MODES[mode]
@@ -145,37 +61,19 @@ def settings_for(mode: str, workdir: Path) -> Settings:
         model=MODEL, threshold=THRESHOLD,
         retrain={**RETRAIN, "enabled": gate is not None, "gate": gate or 0.8},
         checkpoints={"directory": workdir / mode, "keep": 2},
-        incident={"enabled": False},  # in-memory clients: no incidents topic to restore from
     )
 
 
 def run_file(values: np.ndarray, mode: str, workdir: Path) -> tuple[np.ndarray, np.ndarray,
                                                                      list[str]]:
-    """Stream one file through a daemon; (flags, scores, retrain outcomes) per row."""
+    """Stream one file through the daemon's own parts (``streamae.replay``: decode, score,
+    threshold, the real ``Retrainer`` waited for after each batch, as a 1 Hz stream would
+    allow); (flags, scores, retrain outcomes) per row."""
     settings = settings_for(mode, workdir)
-    bodies = [json.dumps({"key": "pump", "ts": i * 1000, "values": row.tolist()}).encode()
-              for i, row in enumerate(values)]
-    producer = MemoryProducer()
-    daemon = Daemon(settings, MemoryConsumer("skab", bodies), producer, metrics=Metrics())
-    retrainer = None
-    if settings.retrain.enabled:
-        retrainer = Retrainer(settings.retrain, settings.model, settings.threshold,
-                              settings.checkpoints, settings.device, daemon.slot,
-                              daemon.metrics, max_batch=settings.batch.max_size)
-        daemon.scored_hooks.append(retrainer.observe)
-        daemon.scored_hooks.append(lambda *_: retrainer.wait())  # a 1 Hz stream, replayed
-    try:
-        daemon.run(max_messages=len(values), timeout_s=600)
-    finally:
-        if retrainer is not None:
-            retrainer.close()
-    flags, scores = np.zeros(len(values), bool), np.full(len(values), np.nan)
-    for topic, body in producer.sent:
-        if topic == "scores":
-            record = json.loads(body)
-            flags[record["offset"]] = record["anomaly"]
-            scores[record["offset"]] = record["score"]
-    return flags, scores, (retrainer.outcomes if retrainer else [])
+    ts_ms = np.arange(len(values), dtype=np.int64) * 1000
+    verdicts = replay_rows("pump", ts_ms, values, settings, skab.SENSORS,
+                           retrain=settings.retrain.enabled)
+    return verdicts.flags, verdicts.scores, verdicts.retrains
 
 
 @dataclass
