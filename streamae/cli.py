@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamae.demo import SCENARIOS
 from streamae.exceptions import StreamaeError
 from streamae.settings import Settings, load_settings
 
@@ -78,7 +79,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from streamae.demo import DemoStream
+    from streamae.demo import DemoStream, scenario
     from streamae.kafka_io import build_producer, ensure_topics
     from streamae.messages import encode_json
 
@@ -86,7 +87,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(settings.kafka, [topic])  # not auto-created on the first send
     producer = build_producer(settings.kafka)
     stream = DemoStream(pumps=args.pumps, anomaly_rate=args.anomaly_rate, seed=args.seed,
-                        start_ms=int(time.time() * 1000), clean_prefix=args.clean_prefix)
+                        start_ms=int(time.time() * 1000), clean_prefix=args.clean_prefix,
+                        scenario=scenario(args.scenario, args.count))
     started, labels = time.monotonic(), 0
     for n, reading in enumerate(stream.take(args.count)):
         producer.send(topic, key=reading.key.encode(), value=encode_json(reading.as_message()))
@@ -272,6 +274,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--clean-prefix", type=int, default=0,
                       help="readings at the start without any anomaly (a clean warm-up)")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the stream")
+    demo.add_argument("--scenario", choices=SCENARIOS, default="base",
+                      help="a long-lived change on top of the anomalies: poison (one sensor "
+                      "+5 scales, last half), ramp (one sensor 0->+5 scales), drift (all "
+                      "sensors 0->+4 scales, benign); see streamae/demo.py")
     _add_file_commands(sub)
     _add_latent_commands(sub)
     return top
