@@ -4,17 +4,23 @@ Sensors drift, so the model must keep learning; but a model that learns from wha
 flag stops flagging it. The :class:`Retrainer` is the daemon's scored hook (it runs on the
 loop thread and never blocks it):
 
-* **gate**: windows scored below ``gate * threshold`` enter the replay buffer; flagged
-  windows that the gate kept out go to the buffer's small flagged store instead. Every
-  window scored normal also enters a calibration ring (for the threshold only).
+* **gate**: only readings well inside normal (calibrated score below ``gate_score``, 2 =
+  inside 99% of normal) enter the training buffer; flagged readings scored
+  ``confirm_margin`` above the threshold are confirmed anomalies, kept for the reference
+  set. Every reading scored normal enters a calibration ring, every reading a short ring
+  of the latest (for a retrain on a new regime).
 * **when**: every ``every_windows`` buffered windows, or every ``every_seconds`` once the
   buffer holds ``min_windows``; never while a retrain or a rollback watch is running.
-* **job** (one background thread, its own CUDA stream on a GPU): snapshot the buffer, hold
-  out its newest slice, train a challenger, compare it with the champion (:func:`judge`),
-  calibrate its threshold on the calibration ring, checkpoint, publish, ``slot.swap``.
-* **rollback**: after a promotion the alarm rate of the next ``rollback_window`` scores is
-  compared with the rate before it; an explosion swaps the old model back in (as a new
-  version, so versions only grow and a restart resumes the model that is live).
+* **job** (one background thread; training in a child process on CPU, on a CUDA stream
+  of its own on a GPU): train a challenger on the buffer, judge it by the absolute rule of
+  ``reference`` (detect the reference set as well as the anchor model, keep the target
+  false-alarm rate), checkpoint, publish, ``slot.swap``.
+* **rollback both ways**: after a promotion the alarm rate of the next ``rollback_window``
+  scores is watched; an explosion rolls back at once, a collapse does when the anomalies
+  the previous model confirmed in that window go unflagged.
+* **regimes**: after a drift (with ``follow_drift``) has settled, or when an operator
+  accepts recent data, a retrain on the latest readings bypasses the gate and the
+  reference check, and its model becomes the new anchor.
 
 The retrainer is the only writer of the slot in a process that trains (one owner).
 """
@@ -23,168 +29,86 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from streamae.buffer import ReplayBuffer
-from streamae.checkpoints import checkpoint_from_bytes, checkpoint_to_bytes, save_checkpoint
+from streamae.checkpoints import checkpoint_to_bytes, save_checkpoint
+from streamae.drift import stable
 from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
 from streamae.metrics import Metrics
+from streamae.reference import (
+    Verdict,
+    detection_rate,
+    far_limit,
+    judge,
+    parts,
+    synthetic,
+    target_rate,
+)
 from streamae.scoring import Scorer, resolve_device
 from streamae.settings import CheckpointSettings, ModelSettings, RetrainSettings, ThresholdSettings
 from streamae.thresholds import AlarmRate, Threshold
+from streamae.trainer_process import ProcessTrainer
 from streamae.training import Detector
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[bytes, int], None]  # (checkpoint blob, version)
 Train = Callable[[np.ndarray, threading.Event], Detector]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Why a challenger was promoted or rejected, with the numbers behind it."""
-
-    promote: bool
-    reason: str
-    champion_error: float
-    challenger_error: float
-    champion_recall: float | None = None  # share of flagged windows each model flags
-    challenger_recall: float | None = None
+MIN_CONFIRMED = 10  # confirmed windows a collapse check needs to judge
 
 
 def split_holdout(data: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train, holdout): the holdout is the newest slice, so overlapping windows do not
-    leak into it and the comparison is on the most recent behaviour."""
+    leak into it and the checks are on the most recent behaviour."""
     n_hold = min(len(data) - 4, max(1, round(len(data) * fraction)))
     return data[: len(data) - n_hold], data[len(data) - n_hold :]
 
 
-def common_scale(data: np.ndarray) -> np.ndarray:
-    """Per-element spread of the training data: one yardstick for both models, whose own
-    scalers and error statistics differ and so cannot be compared directly."""
-    std = np.asarray(data, dtype=np.float64).std(axis=0)
-    return np.maximum(std, 1e-3 * max(1.0, float(np.abs(std).mean())))
-
-
-def reconstruction_error(scorer: Scorer, data: np.ndarray, scale: np.ndarray) -> float:
-    """Mean squared reconstruction error in ``scale`` units (original units, rescaled)."""
-    recon = scorer.score(data).reconstructed
-    return float(np.mean(((np.asarray(data) - recon) / scale) ** 2))
-
-
-def flag_share(scorer: Scorer, threshold_value: float | None, data: np.ndarray) -> float:
-    """Share of ``data`` that scores above ``threshold_value``."""
-    if threshold_value is None or len(data) == 0:
-        return 0.0
-    return float(np.mean(scorer.score(data).scores > threshold_value))
-
-
-def judge(champion: Scorer, champion_threshold: float | None, challenger: Scorer,
-          challenger_threshold: float | None, holdout: np.ndarray, flagged: np.ndarray,
-          scale: np.ndarray, settings: RetrainSettings) -> Verdict:
-    """Champion/challenger: no worse on the holdout (within tolerance), and still flagging
-    what was flagged recently (when there is enough of it to judge)."""
-    old = reconstruction_error(champion, holdout, scale)
-    new = reconstruction_error(challenger, holdout, scale)
-    if not math.isfinite(new):
-        return Verdict(False, "challenger_not_finite", old, new)
-    if new > old * (1.0 + settings.tolerance):
-        return Verdict(False, "worse_on_holdout", old, new)
-    if len(flagged) < settings.flagged_min_windows:
-        return Verdict(True, "better_on_holdout", old, new)
-    old_recall = flag_share(champion, champion_threshold, flagged)
-    new_recall = flag_share(challenger, challenger_threshold, flagged)
-    if new_recall < settings.flagged_recall * old_recall:
-        return Verdict(False, "misses_flagged", old, new, old_recall, new_recall)
-    return Verdict(True, "better_on_holdout", old, new, old_recall, new_recall)
-
-
 def calibrate(settings: ThresholdSettings, detector: Detector, scores: np.ndarray) -> Threshold:
-    """The challenger's threshold, fitted on its normalised scores of recent normal traffic
-    (plus its validation split): it then flags the same share of that traffic the champion
-    did, so the alert rate does not jump at the swap. A ``limit`` is fitted on the validation
-    split alone: recent traffic already sits below the champion's limit, and a margin on
-    top of it would raise the limit at every retrain."""
+    """The challenger's threshold. On the calibrated scale a false-alarm-rate or static
+    threshold is the same number for every model; a rolling quantile or SPOT is fitted on
+    the challenger's scores of recent normal traffic too; a ``limit`` on its validation
+    split alone (recent traffic sits below the champion's limit, a margin on top of it
+    would raise the limit at every retrain)."""
     return calibrated_threshold(settings, detector,
                                 None if settings.method == "limit" else scores)
 
 
-def gate_limit(threshold_value: float | None, gate: float) -> float | None:
-    """Scores below this enter the buffer; None while the threshold is not warm."""
+def gate_limit(threshold_value: float | None, gate_score: float) -> float | None:
+    """Scores below this enter the buffer: ``gate_score``, never above the threshold;
+    None while the threshold is not warm."""
     if threshold_value is None:
         return None
-    return threshold_value * gate if threshold_value > 0 else threshold_value
-
-
-# -- training in a worker process: its own GIL and torch threads ---------------------------
-_worker_stop: threading.Event | None = None
-WORKER_NICENESS = 10  # below the scoring loop's priority; training may take longer
-
-
-def _init_worker(stop: threading.Event, threads: int) -> None:
-    """Nice the worker: on a busy node the scheduler then favours the scoring loop."""
-    global _worker_stop
-    _worker_stop = stop
-    torch.set_num_threads(threads)
-    os.nice(WORKER_NICENESS)
-
-
-def _train_in_worker(data: np.ndarray, model: ModelSettings, device: str,
-                     normalisation: str) -> bytes:
-    """Runs in the worker; the detector comes back as a checkpoint blob (no pickled code)."""
-    detector = train_detector(data, model, device, None, _worker_stop, normalisation)
-    return checkpoint_to_bytes(detector, {}, {}, 0)
-
-
-class ProcessTrainer:
-    """``train_detector`` in a long-lived spawned process. On CPU a training thread would
-    share the GIL with the scoring loop and slow it several-fold; a process does not."""
-
-    def __init__(self, model: ModelSettings, device: str, threads: int,
-                 normalisation: str = "robust_z") -> None:
-        self.model, self.device, self.normalisation = model, device, normalisation
-        context = multiprocessing.get_context("spawn")
-        self.stop = context.Event()
-        self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker,
-                                         initargs=(self.stop, threads))
-
-    def warm(self) -> None:
-        """Start the worker and pay torch's first-use costs now, not in the first retrain."""
-        self._pool.submit(_train_in_worker, np.zeros((8, 2), np.float32),
-                          self.model.model_copy(update={"epochs": 1}), "cpu",
-                          self.normalisation).result()
-
-    def __call__(self, data: np.ndarray, stop: threading.Event) -> Detector:
-        future = self._pool.submit(_train_in_worker, data, self.model, self.device,
-                                   self.normalisation)
-        while not future.done():
-            if stop.wait(0.2):
-                self.stop.set()
-        return checkpoint_from_bytes(future.result(), self.device).detector
-
-    def close(self) -> None:
-        self.stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    return min(gate_score, threshold_value)
 
 
 @dataclass
 class _Watch:
-    """A promotion under observation: rates before and after it."""
+    """A promotion under observation: rates before and after it, the windows after it."""
 
     version: int
     previous: LiveModel
     before: float
     after: AlarmRate
+    regime: bool  # a regime retrain: a collapse of the alarm rate is what was asked for
+    values: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    """The model the reference set is measured against, and its threshold then."""
+
+    live: LiveModel
+    threshold: float | None
 
 
 class Retrainer:
@@ -203,20 +127,27 @@ class Retrainer:
                                    settings.flagged_windows)
         self.recent = ReplayBuffer(settings.calibration_windows,
                                    max(1024, settings.buffer_max_bytes // 4), 0)
+        self.latest = ReplayBuffer(2 * settings.regime_windows,
+                                   max(1024, settings.buffer_max_bytes // 4), 0)
         self.rate = AlarmRate(window_n=settings.rollback_window)
         self.stop = threading.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="retrainer")
         self._job: Future | None = None
         self._watch: _Watch | None = None
+        self._anchor: _Anchor | None = None
+        self._anchor_scorer: Scorer | None = None  # the job thread's copy of the anchor
+        self._regime: str | None = None  # "drift" or "operator" while a regime retrain waits
+        self._regime_checked = 0
         self._mark = 0  # buffer.added_total when the last retrain started
         self._last = clock()
         self._published: set[int] = set()
         self.outcomes: list[str] = []  # every finished job's outcome, oldest first
+        self.verdicts: list[Verdict] = []  # every judged challenger, oldest first
         self._process: ProcessTrainer | None = None
         if train is None and settings.enabled and _executor(settings, device) == "process":
             self._process = ProcessTrainer(model, device, settings.train_threads,
-                                           threshold.normalisation)
-            self._job = self._executor.submit(self._process.warm)  # busy until warm
+                                           threshold.normalisation, settings.start_method,
+                                           settings.stop_grace_s)
         self.train = train or self._process or self._train_default
 
     # -- the loop thread --------------------------------------------------------------
@@ -226,25 +157,34 @@ class Retrainer:
         self._announce(live)
         if not self.settings.enabled:
             return
+        if self._anchor is None or (self._anchor.threshold is None
+                                    and self._anchor.live is live):
+            self._anchor = _Anchor(live, live.threshold.value)  # a cold threshold warms
         flags = np.asarray(flags, dtype=bool)
-        watching = self._watch is not None and self._watching(live, flags)
+        watching = self._watch is not None and self._watching(live, values, flags)
         if not watching:
             self.rate.observe(flags)
-        limit = gate_limit(live.threshold.value, self.settings.gate)
-        if limit is None:
+        if not self._gate(live, values, np.asarray(scores), flags) or watching or self.busy:
             return
-        admitted = np.asarray(scores) < limit
-        self._add(self.buffer.add, values[admitted])
-        self._add(self.buffer.add_flagged, values[flags & ~admitted])
-        self._add(self.recent.add, values[~flags])
-        self.metrics.buffer_windows.set(len(self.buffer))
-        self.metrics.buffer_bytes.set(self.buffer.nbytes)
-        if not watching and self._due():
+        if self._regime is not None:
+            self._maybe_start_regime(live)
+        elif self._due():
             self._start(live)
+
+    def request_regime(self, reason: str) -> None:
+        """Retrain on the latest readings, bypassing the gate: at once for an operator
+        (``streamae retrain --accept-recent``), once stable after a drift. Any thread."""
+        self._regime = reason
+        log.info("event=regime_retrain_requested reason=%s", reason)
+
+    def on_drift(self, event: dict) -> None:
+        """A drift monitor's listener: follow the drift only when the operator allows it."""
+        if self.settings.follow_drift:
+            self.request_regime("drift")
 
     @property
     def busy(self) -> bool:
-        """True while a job (retrain, rollback or publish) is queued or running."""
+        """True while a job (retrain, rollback, check or publish) is queued or running."""
         return self._job is not None and not self._job.done()
 
     def wait(self, timeout_s: float | None = None) -> None:
@@ -253,11 +193,26 @@ class Retrainer:
             self._job.exception(timeout=timeout_s)
 
     def close(self) -> None:
-        """Stop a training in flight at its next batch and wait for the worker."""
+        """Stop a training in flight (its child process within ``stop_grace_s``) and wait."""
         self.stop.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self._process is not None:
             self._process.close()
+
+    def _gate(self, live: LiveModel, values: np.ndarray, scores: np.ndarray,
+              flags: np.ndarray) -> bool:
+        """Route the batch into the rings; False while the threshold is cold."""
+        self._add(self.latest.add, values)
+        limit = gate_limit(live.threshold.value, self.settings.gate_score)
+        if limit is None:
+            return False
+        confirmed = flags & (scores > live.threshold.value + self.settings.confirm_margin)
+        self._add(self.buffer.add, values[scores < limit])
+        self._add(self.buffer.add_flagged, values[confirmed])
+        self._add(self.recent.add, values[~flags])
+        self.metrics.buffer_windows.set(len(self.buffer))
+        self.metrics.buffer_bytes.set(self.buffer.nbytes)
+        return True
 
     def _add(self, add: Callable[[np.ndarray], None], items: np.ndarray) -> None:
         if len(items) == 0:
@@ -265,8 +220,8 @@ class Retrainer:
         try:
             add(items)
         except ValueError:  # a new model with another input shape: start over
-            self.buffer.clear()
-            self.recent.clear()
+            for ring in (self.buffer, self.recent, self.latest):
+                ring.clear()
             add(items)
 
     def _announce(self, live: LiveModel) -> None:
@@ -279,8 +234,6 @@ class Retrainer:
                               {"origin": "announced"}, live.version)
 
     def _due(self) -> bool:
-        if self.busy:
-            return False
         fresh = self.buffer.added_total - self._mark
         if fresh >= self.settings.every_windows and len(self.buffer) >= self.settings.min_windows:
             return True
@@ -289,42 +242,80 @@ class Retrainer:
 
     def _start(self, live: LiveModel) -> None:
         self._mark, self._last = self.buffer.added_total, self.clock()
-        data, flagged = self.buffer.snapshot(), self.buffer.flagged_snapshot()
+        data, confirmed = self.buffer.snapshot(), self.buffer.flagged_snapshot()
         recent = self.recent.snapshot()
-        log.info("event=retrain_started windows=%d flagged=%d calibration=%d champion=%d",
-                 len(data), len(flagged), len(recent), live.version)
-        self._job = self._executor.submit(self._job_guarded, live, live.threshold.value, data,
-                                          flagged, recent)
+        log.info("event=retrain_started windows=%d confirmed=%d calibration=%d champion=%d "
+                 "anchor=%d", len(data), len(confirmed), len(recent), live.version,
+                 self._anchor.live.version if self._anchor else live.version)
+        self._job = self._executor.submit(self._job_guarded, self._retrain, live, data,
+                                          confirmed, recent, self._anchor)
 
-    def _watching(self, live: LiveModel, flags: np.ndarray) -> bool:
-        """Feed the post-promotion rate; roll back when it explodes. True while watching."""
+    def _maybe_start_regime(self, live: LiveModel) -> None:
+        """An operator's request at once; a drift's once the latest readings are stable
+        (checked every quarter regime, so the loop pays for it rarely)."""
+        size = self.settings.regime_windows
+        if self._regime == "drift":
+            if self.latest.added_total - self._regime_checked < size // 4:
+                return
+            self._regime_checked = self.latest.added_total
+            if not stable(self.latest.snapshot(), size, self.settings.regime_stable):
+                return
+        data = self.latest.snapshot()
+        if len(data) < self.settings.min_windows:
+            return
+        reason, self._regime = self._regime, None
+        self._mark, self._last = self.buffer.added_total, self.clock()
+        log.info("event=retrain_started kind=regime reason=%s windows=%d champion=%d", reason,
+                 len(data), live.version)
+        self._job = self._executor.submit(self._job_guarded, self._retrain_regime, live, data,
+                                          reason)
+
+    def _watching(self, live: LiveModel, values: np.ndarray, flags: np.ndarray) -> bool:
+        """Feed the post-promotion rate; judge it when full. True while watching."""
         watch = self._watch
         assert watch is not None
         if live.version != watch.version:
             return live.version < watch.version  # batches of the old model still in flight
         watch.after.observe(flags)
+        if not watch.regime:
+            watch.values.append(np.asarray(values, dtype=np.float32).copy())
         if watch.after.count < self.settings.rollback_window:
             return True
-        floor = max(watch.before, 1.0 - self.threshold_settings.quantile)
         self._watch = None
-        if watch.after.rate > self.settings.rollback_alert_ratio * floor:
-            log.warning("event=rollback version=%d rate_after=%.4f rate_before=%.4f",
-                        watch.version, watch.after.rate, watch.before)
-            self._job = self._executor.submit(self._rollback, watch.previous, watch.version)
-        else:
-            log.info("event=promotion_confirmed version=%d rate_after=%.4f rate_before=%.4f",
-                     watch.version, watch.after.rate, watch.before)
+        self._judge_watch(watch, live)
         self.rate.reset()
         return False
 
+    def _judge_watch(self, watch: _Watch, live: LiveModel) -> None:
+        """Explosion: roll back now. Collapse: check in the background whether the
+        anomalies the previous model confirmed went unflagged, and roll back if so."""
+        ratio = self.settings.rollback_alert_ratio
+        target = self._target(live.threshold.value)
+        rate, before = watch.after.rate, watch.before
+        if rate > ratio * max(before, target):
+            log.warning("event=rollback reason=explosion version=%d rate_after=%.4f "
+                        "rate_before=%.4f", watch.version, rate, before)
+            self._job = self._executor.submit(self._rollback, watch.previous, watch.version)
+        elif not watch.regime and rate * ratio < before and before > ratio * target:
+            log.info("event=alarm_collapse version=%d rate_after=%.4f rate_before=%.4f",
+                     watch.version, rate, before)
+            self._job = self._executor.submit(self._check_collapse, watch, live,
+                                              self._anchor)
+        else:
+            log.info("event=promotion_confirmed version=%d rate_after=%.4f rate_before=%.4f",
+                     watch.version, rate, before)
+
+    def _target(self, threshold: float | None) -> float:
+        t = self.threshold_settings
+        return target_rate(t.method, t.false_alarm_rate, t.quantile, threshold)
+
     # -- the worker thread ------------------------------------------------------------
-    def _job_guarded(self, champion: LiveModel, champion_threshold: float | None,
-                     data: np.ndarray, flagged: np.ndarray, recent: np.ndarray) -> str:
+    def _job_guarded(self, job: Callable[..., str], champion: LiveModel, *args: object) -> str:
         """Run one retrain; any failure keeps the old model and is counted."""
         started = time.monotonic()
         try:
             with self._stream():
-                outcome = self._retrain(champion, champion_threshold, data, flagged, recent)
+                outcome = job(champion, *args)
         except Exception as exc:  # every failure keeps the champion
             outcome = "failed"
             log.exception("event=retrain_failed champion=%d error=%r", champion.version, exc)
@@ -342,37 +333,118 @@ class Retrainer:
             return nullcontext()
         return torch.cuda.stream(torch.cuda.Stream(device))
 
-    def _retrain(self, champion: LiveModel, champion_threshold: float | None,
-                 data: np.ndarray, flagged: np.ndarray, recent: np.ndarray) -> str:
-        train, holdout = split_holdout(data, self.settings.holdout_fraction)
-        detector = self.train(train, self.stop)
+    def _fit(self, data: np.ndarray) -> Detector:
+        detector = self.train(data, self.stop)
         if self.stop.is_set():
-            return "failed"
+            raise RuntimeError("stopped")
         self.metrics.train_loss.set(detector.train_loss)
         self.metrics.validation_loss.set(detector.val_loss)
         if not (math.isfinite(detector.train_loss) and math.isfinite(detector.val_loss)):
             raise ValueError(f"challenger loss is not finite: {detector.val_loss}")
-        challenger = Scorer(detector, self.device, self.max_batch)
+        return detector
+
+    def _retrain(self, champion: LiveModel, data: np.ndarray, confirmed: np.ndarray,
+                 recent: np.ndarray, anchor: _Anchor) -> str:
+        train, holdout = split_holdout(data, self.settings.holdout_fraction)
+        challenger = Scorer(self._fit(train), self.device, self.max_batch)
         scores = challenger.score(recent).scores if len(recent) else np.zeros(0, np.float32)
-        threshold = calibrate(self.threshold_settings, detector, scores)
-        own = Scorer(champion.detector, self.device, self.max_batch)  # a copy: no sharing
-        verdict = judge(own, champion_threshold, challenger, threshold.value, holdout, flagged,
-                        common_scale(train), self.settings)
-        log.info("event=challenger_judged promote=%s reason=%s champion_error=%.5f "
-                 "challenger_error=%.5f champion_recall=%s challenger_recall=%s",
-                 verdict.promote, verdict.reason, verdict.champion_error,
-                 verdict.challenger_error, verdict.champion_recall, verdict.challenger_recall)
+        threshold = calibrate(self.threshold_settings, challenger.detector, scores)
+        normal = recent[-len(holdout):] if len(recent) else holdout  # not trained on
+        verdict = self._judge(challenger, threshold, anchor, confirmed, data, normal)
+        self.verdicts.append(verdict)
+        log.info("event=challenger_judged promote=%s reason=%s part=%s recall=%.3f "
+                 "anchor_recall=%.3f far=%.5f far_limit=%.5f reference=%d confirmed=%d "
+                 "champion=%d anchor=%d", verdict.promote, verdict.reason, verdict.part,
+                 verdict.recall, verdict.anchor_recall,
+                 verdict.false_alarm_rate, verdict.far_limit, verdict.reference,
+                 verdict.confirmed, champion.version, anchor.live.version)
         if not verdict.promote:
             return "rejected"
         metadata = {"origin": "retrain", "windows": len(train), "holdout": len(holdout),
-                    "champion": champion.version, "reason": verdict.reason,
-                    "champion_error": verdict.champion_error,
-                    "challenger_error": verdict.challenger_error}
+                    "champion": champion.version, "anchor": anchor.live.version,
+                    "reason": verdict.reason, "recall": verdict.recall,
+                    "anchor_recall": verdict.anchor_recall,
+                    "false_alarm_rate": verdict.false_alarm_rate}
         self._install(challenger, threshold, metadata, watch=champion)
         return "promoted"
 
+    def _judge(self, challenger: Scorer, threshold: Threshold, anchor: _Anchor,
+               confirmed: np.ndarray, data: np.ndarray, normal: np.ndarray) -> Verdict:
+        """The absolute rule of ``reference`` on this challenger."""
+        fake = synthetic(data[-4 * self.settings.reference_synthetic:],
+                         self.settings.reference_synthetic)
+        reference = parts(confirmed, fake)
+        keeper = self._anchor_copy(anchor)
+        recalls = {name: (detection_rate(challenger.score(items).scores, threshold.value),
+                          detection_rate(keeper.score(items).scores, anchor.threshold))
+                   for name, items in reference.items()}
+        far = detection_rate(challenger.score(normal).scores, threshold.value)
+        limit = far_limit(self._target(threshold.value), len(normal), self.settings.far_ratio)
+        return judge(recalls, far, limit, {k: len(v) for k, v in reference.items()},
+                     self.settings.tolerance)
+
+    def _anchor_copy(self, anchor: _Anchor) -> Scorer:
+        """The job thread's own copy of the anchor's model (the loop scores with another)."""
+        if self._anchor_scorer is None or self._anchor_scorer.detector is not anchor.live.detector:
+            self._anchor_scorer = Scorer(anchor.live.detector, self.device, self.max_batch)
+        return self._anchor_scorer
+
+    def _retrain_regime(self, champion: LiveModel, data: np.ndarray, reason: str) -> str:
+        """Learn the latest readings as normal: fit, drop what the fit itself scores
+        outside ``gate_score`` (the new regime's own anomalies), fit again, install, and
+        make it the anchor; the old regime's buffers are dropped."""
+        detector = self._fit(data)
+        scores = Scorer(detector, self.device, self.max_batch).score(data).scores
+        inside = data[scores < self.settings.gate_score]
+        if self.settings.min_windows <= len(inside) < len(data):
+            detector = self._fit(inside)
+        challenger = Scorer(detector, self.device, self.max_batch)
+        threshold = calibrate(self.threshold_settings, detector, challenger.score(inside).scores)
+        metadata = {"origin": "regime", "reason": reason, "windows": len(inside),
+                    "champion": champion.version}
+        version = self._install(challenger, threshold, metadata, watch=champion, regime=True)
+        self.buffer.clear()
+        self._anchor = _Anchor(self.slot.live, threshold.value)
+        self.metrics.drift_active.set(0)
+        log.info("event=reanchored version=%d reason=%s", version, reason)
+        return "promoted"
+
+    def _check_collapse(self, watch: _Watch, live: LiveModel, anchor: _Anchor) -> str:
+        """``_collapse``, any failure logged (the promoted model stays)."""
+        try:
+            return self._collapse(watch, live, anchor)
+        except Exception as exc:
+            log.exception("event=collapse_check_failed version=%d error=%r", watch.version, exc)
+            return "failed"
+
+    def _collapse(self, watch: _Watch, live: LiveModel, anchor: _Anchor) -> str:
+        """Roll back when the windows the previous model confirmed after the promotion
+        (scored ``confirm_margin`` above its threshold) go unflagged by the new one beyond
+        what the anchor also misses; they join the reference set either way."""
+        values = np.concatenate(watch.values)
+        previous = Scorer(watch.previous.detector, self.device, self.max_batch)
+        old_scores = previous.score(values).scores
+        old_value = watch.previous.threshold.value
+        confirmed = values[old_scores > (old_value or math.inf) + self.settings.confirm_margin]
+        if len(confirmed) < MIN_CONFIRMED:
+            log.info("event=promotion_confirmed version=%d reason=too_few_confirmed count=%d",
+                     watch.version, len(confirmed))
+            return "confirmed"
+        self.buffer.add_flagged(confirmed)
+        recall = detection_rate(Scorer(live.detector, self.device, self.max_batch)
+                                .score(confirmed).scores, live.threshold.value)
+        expected = detection_rate(self._anchor_copy(anchor).score(confirmed).scores,
+                                  anchor.threshold)
+        if recall >= expected - self.settings.tolerance:
+            log.info("event=promotion_confirmed version=%d recall=%.3f anchor_recall=%.3f",
+                     watch.version, recall, expected)
+            return "confirmed"
+        log.warning("event=rollback reason=collapse version=%d recall=%.3f anchor_recall=%.3f",
+                    watch.version, recall, expected)
+        return self._rollback(watch.previous, watch.version)
+
     def _install(self, scorer: Scorer, threshold: Threshold, metadata: dict,
-                 watch: LiveModel | None = None) -> int:
+                 watch: LiveModel | None = None, regime: bool = False) -> int:
         """Checkpoint (a new version), publish, swap: the order a restart can rely on.
         With ``watch`` (the champion) the next scores are judged for a rollback to it."""
         detector, state = scorer.detector, threshold.state()
@@ -384,7 +456,7 @@ class Retrainer:
             torch.cuda.current_stream(scorer.device).synchronize()
         if watch is not None:
             self._watch = _Watch(version, watch, self.rate.rate,
-                                 AlarmRate(window_n=self.settings.rollback_window))
+                                 AlarmRate(window_n=self.settings.rollback_window), regime)
         self.slot.swap(LiveModel(scorer, threshold, version))
         self.metrics.set_model(scorer.kind, version)
         log.info("event=model_swapped origin=%s version=%d threshold=%s", metadata["origin"],
