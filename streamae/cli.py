@@ -1,4 +1,4 @@
-"""``streamae run | demo | train | score | encode | sample``: the command line, and the
+"""``streamae run | demo | retrain | train | score | encode | sample``: the command line, and the
 only place that configures logging. Everything else is read from the environment
 (``STREAMAE_*``)."""
 
@@ -100,6 +100,25 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     log.info("event=demo_produced topic=%s messages=%d anomalous=%d seconds=%.1f", topic,
              args.count, labels, time.monotonic() - started)
     return 0
+
+
+def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    """Ask the running daemon (its health server) to retrain on recent data now."""
+    import urllib.error
+    import urllib.request
+
+    url = args.url or f"http://127.0.0.1:{settings.metrics_port}/retrain"
+    request = urllib.request.Request(url, data=b"accept-recent", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(response.read().decode().strip())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"streamae retrain: refused ({exc.code}): {exc.read().decode().strip()}",
+              file=sys.stderr)
+    except OSError as exc:
+        print(f"streamae retrain: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
+    return 1
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -278,6 +297,12 @@ def parser() -> argparse.ArgumentParser:
                       help="a long-lived change on top of the anomalies: poison (one sensor "
                       "+5 scales, last half), ramp (one sensor 0->+5 scales), drift (all "
                       "sensors 0->+4 scales, benign); see streamae/demo.py")
+    retrain = sub.add_parser("retrain", help="make the running daemon retrain on recent data")
+    retrain.add_argument("--accept-recent", action="store_true", required=True,
+                         help="learn the latest readings as normal (after a drift the "
+                         "operator accepts), bypassing the gate")
+    retrain.add_argument("--url", default=None, help="the daemon's retrain endpoint "
+                         "(default: http://127.0.0.1:$STREAMAE_METRICS_PORT/retrain)")
     _add_file_commands(sub)
     _add_latent_commands(sub)
     return top
@@ -291,8 +316,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "score": cmd_score,
-            "encode": cmd_encode, "sample": cmd_sample}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "retrain": cmd_retrain, "train": cmd_train,
+            "score": cmd_score, "encode": cmd_encode, "sample": cmd_sample}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,11 @@ class RowVerdicts:
     scores: np.ndarray
     flags: np.ndarray
     retrains: list[str] = field(default_factory=list)
+    versions: np.ndarray | None = None  # per row: the model version that scored it (0: none)
+    thresholds: np.ndarray | None = None  # per row: the threshold in force (NaN: none)
+    drift: list[dict] = field(default_factory=list)  # drift events, with retraining on
+    models: dict[int, object] = field(default_factory=dict)  # version -> LiveModel
+    retrain_rows: list[int] = field(default_factory=list)  # the row each retrain ended at
 
 
 def per_row(n_rows: int, rows: Sequence[int], scores: Sequence[float],
@@ -77,34 +82,57 @@ def replay_rows(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Setti
     warm = settings.warmup_size
     detector = train_detector(data[:warm], settings.model, settings.device)
     slot = ModelSlot()
-    slot.swap(LiveModel(Scorer(detector, settings.device, settings.batch.max_size),
-                        calibrated_threshold(settings.threshold, detector), 1))
-    retrainer = None
+    threshold = calibrated_threshold(settings.threshold, detector)
+    version = 1
+    if retrain:  # the first model is a version on disk, as at a cold start
+        from streamae.checkpoints import save_checkpoint
+
+        version = save_checkpoint(settings.checkpoints.directory, detector,
+                                  threshold_state=threshold.state(),
+                                  metadata={"origin": "replay"}, keep=settings.checkpoints.keep)
+    slot.swap(LiveModel(Scorer(detector, settings.device, settings.batch.max_size), threshold,
+                        version))
+    hooks, retrainer, monitor = [], None, None
     if retrain:
+        from streamae.drift import DriftMonitor
         from streamae.retrain import Retrainer
 
+        metrics = Metrics()
         retrainer = Retrainer(settings.retrain, settings.model, settings.threshold,
-                              settings.checkpoints, settings.device, slot, Metrics(),
+                              settings.checkpoints, settings.device, slot, metrics,
                               max_batch=settings.batch.max_size)
+        monitor = DriftMonitor(settings.drift, metrics, follow=settings.retrain.follow_drift)
+        monitor.listeners.append(retrainer.on_drift)
+        hooks = [monitor.observe, retrainer.observe]
     size = settings.batch.max_size
     bounds = [0, warm, *range(warm + size, len(data), size), len(data)]
-    scores, flags = [], []
+    scores, flags, versions, thresholds, models, ended = [], [], [], [], {}, []
     try:
         for start, end in itertools.pairwise(bounds):
             if start >= end:
                 continue
             live = slot.live
+            models.setdefault(live.version, live)
             result = live.scorer.score(data[start:end])
-            batch_flags, _ = classify_and_learn(live.threshold, result.scores)
+            batch_flags, value = classify_and_learn(live.threshold, result.scores)
             scores.append(result.scores)
             flags.append(batch_flags)
+            versions.append(np.full(end - start, live.version))
+            thresholds.append(np.full(end - start, np.nan if value is None else value))
+            for hook in hooks:
+                hook(live, data[start:end], result.scores, batch_flags)
             if retrainer is not None:
-                retrainer.observe(live, data[start:end], result.scores, batch_flags)
                 retrainer.wait()
+                ended.extend([rows[end - 1]] * (len(retrainer.outcomes) - len(ended)))
     finally:
         if retrainer is not None:
             retrainer.close()
     row_scores, row_flags = per_row(len(values), rows, np.concatenate(scores),
                                     np.concatenate(flags))
+    row_versions = per_row(len(values), rows, np.concatenate(versions), np.zeros(len(rows)))[0]
+    row_thresholds = per_row(len(values), rows, np.concatenate(thresholds),
+                             np.zeros(len(rows)))[0]
     return RowVerdicts(row_scores, row_flags,
-                       list(retrainer.outcomes) if retrainer is not None else [])
+                       list(retrainer.outcomes) if retrainer is not None else [],
+                       np.nan_to_num(row_versions).astype(int), row_thresholds,
+                       list(monitor.events) if monitor is not None else [], models, ended)

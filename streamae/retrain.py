@@ -9,15 +9,16 @@ loop thread and never blocks it):
   ``confirm_margin`` above the threshold are confirmed anomalies, kept for the reference
   set. Every reading scored normal enters a calibration ring, every reading a short ring
   of the latest (for a retrain on a new regime).
-* **when**: every ``every_windows`` buffered windows, or every ``every_seconds`` once the
+* **when**: every ``every_windows`` scored windows, or every ``every_seconds``, once the
   buffer holds ``min_windows``; never while a retrain or a rollback watch is running.
 * **job** (one background thread; training in a child process on CPU, on a CUDA stream
   of its own on a GPU): train a challenger on the buffer, judge it by the absolute rule of
   ``reference`` (detect the reference set as well as the anchor model, keep the target
   false-alarm rate), checkpoint, publish, ``slot.swap``.
 * **rollback both ways**: after a promotion the alarm rate of the next ``rollback_window``
-  scores is watched; an explosion rolls back at once, a collapse does when the anomalies
-  the previous model confirmed in that window go unflagged.
+  scores is watched. An explosion rolls back when the previous model, on the same
+  readings, would not have flagged nearly as many (a fault that began meanwhile raises
+  both); a collapse when the anomalies the previous model confirmed go unflagged.
 * **regimes**: after a drift (with ``follow_drift``) has settled, or when an operator
   accepts recent data, a retrain on the latest readings bypasses the gate and the
   reference check, and its model becomes the new anchor.
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ from streamae.reference import (
     synthetic,
     target_rate,
 )
+from streamae.rollback import Check, Watch, change, should_roll_back
 from streamae.scoring import Scorer, resolve_device
 from streamae.settings import CheckpointSettings, ModelSettings, RetrainSettings, ThresholdSettings
 from streamae.thresholds import AlarmRate, Threshold
@@ -63,7 +65,6 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[bytes, int], None]  # (checkpoint blob, version)
 Train = Callable[[np.ndarray, threading.Event], Detector]
-MIN_CONFIRMED = 10  # confirmed windows a collapse check needs to judge
 
 
 def split_holdout(data: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -89,18 +90,6 @@ def gate_limit(threshold_value: float | None, gate_score: float) -> float | None
     if threshold_value is None:
         return None
     return min(gate_score, threshold_value)
-
-
-@dataclass
-class _Watch:
-    """A promotion under observation: rates before and after it, the windows after it."""
-
-    version: int
-    previous: LiveModel
-    before: float
-    after: AlarmRate
-    regime: bool  # a regime retrain: a collapse of the alarm rate is what was asked for
-    values: list[np.ndarray] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -133,12 +122,12 @@ class Retrainer:
         self.stop = threading.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="retrainer")
         self._job: Future | None = None
-        self._watch: _Watch | None = None
+        self._watch: Watch | None = None
         self._anchor: _Anchor | None = None
         self._anchor_scorer: Scorer | None = None  # the job thread's copy of the anchor
         self._regime: str | None = None  # "drift" or "operator" while a regime retrain waits
         self._regime_checked = 0
-        self._mark = 0  # buffer.added_total when the last retrain started
+        self._mark = 0  # latest.added_total (windows scored) when the last retrain started
         self._last = clock()
         self._published: set[int] = set()
         self.outcomes: list[str] = []  # every finished job's outcome, oldest first
@@ -234,14 +223,17 @@ class Retrainer:
                               {"origin": "announced"}, live.version)
 
     def _due(self) -> bool:
-        fresh = self.buffer.added_total - self._mark
+        """Every ``every_windows`` scored windows (so a starved buffer, all of it flagged,
+        still retrains and the reference check keeps holding the line), or every
+        ``every_seconds``; either once ``min_windows`` are buffered."""
+        fresh = self.latest.added_total - self._mark
         if fresh >= self.settings.every_windows and len(self.buffer) >= self.settings.min_windows:
             return True
         return (self.clock() - self._last >= self.settings.every_seconds
                 and len(self.buffer) >= self.settings.min_windows)
 
     def _start(self, live: LiveModel) -> None:
-        self._mark, self._last = self.buffer.added_total, self.clock()
+        self._mark, self._last = self.latest.added_total, self.clock()
         data, confirmed = self.buffer.snapshot(), self.buffer.flagged_snapshot()
         recent = self.recent.snapshot()
         log.info("event=retrain_started windows=%d confirmed=%d calibration=%d champion=%d "
@@ -264,7 +256,7 @@ class Retrainer:
         if len(data) < self.settings.min_windows:
             return
         reason, self._regime = self._regime, None
-        self._mark, self._last = self.buffer.added_total, self.clock()
+        self._mark, self._last = self.latest.added_total, self.clock()
         log.info("event=retrain_started kind=regime reason=%s windows=%d champion=%d", reason,
                  len(data), live.version)
         self._job = self._executor.submit(self._job_guarded, self._retrain_regime, live, data,
@@ -277,8 +269,7 @@ class Retrainer:
         if live.version != watch.version:
             return live.version < watch.version  # batches of the old model still in flight
         watch.after.observe(flags)
-        if not watch.regime:
-            watch.values.append(np.asarray(values, dtype=np.float32).copy())
+        watch.values.append(np.asarray(values, dtype=np.float32).copy())
         if watch.after.count < self.settings.rollback_window:
             return True
         self._watch = None
@@ -286,24 +277,17 @@ class Retrainer:
         self.rate.reset()
         return False
 
-    def _judge_watch(self, watch: _Watch, live: LiveModel) -> None:
-        """Explosion: roll back now. Collapse: check in the background whether the
-        anomalies the previous model confirmed went unflagged, and roll back if so."""
-        ratio = self.settings.rollback_alert_ratio
-        target = self._target(live.threshold.value)
-        rate, before = watch.after.rate, watch.before
-        if rate > ratio * max(before, target):
-            log.warning("event=rollback reason=explosion version=%d rate_after=%.4f "
-                        "rate_before=%.4f", watch.version, rate, before)
-            self._job = self._executor.submit(self._rollback, watch.previous, watch.version)
-        elif not watch.regime and rate * ratio < before and before > ratio * target:
-            log.info("event=alarm_collapse version=%d rate_after=%.4f rate_before=%.4f",
-                     watch.version, rate, before)
-            self._job = self._executor.submit(self._check_collapse, watch, live,
+    def _judge_watch(self, watch: Watch, live: LiveModel) -> None:
+        """An alarm rate that exploded or collapsed is checked in the background against
+        the previous model on the same readings; otherwise the promotion is confirmed."""
+        kind = change(watch, self._target(live.threshold.value),
+                      self.settings.rollback_alert_ratio)
+        log.info("event=%s version=%d rate_after=%.4f rate_before=%.4f",
+                 f"alarm_rate_{kind}" if kind else "promotion_confirmed", watch.version,
+                 watch.after.rate, watch.before)
+        if kind is not None:
+            self._job = self._executor.submit(self._check_watch, watch, kind, live,
                                               self._anchor)
-        else:
-            log.info("event=promotion_confirmed version=%d rate_after=%.4f rate_before=%.4f",
-                     watch.version, rate, before)
 
     def _target(self, threshold: float | None) -> float:
         t = self.threshold_settings
@@ -409,39 +393,19 @@ class Retrainer:
         log.info("event=reanchored version=%d reason=%s", version, reason)
         return "promoted"
 
-    def _check_collapse(self, watch: _Watch, live: LiveModel, anchor: _Anchor) -> str:
-        """``_collapse``, any failure logged (the promoted model stays)."""
+    def _check_watch(self, watch: Watch, kind: str, live: LiveModel, anchor: _Anchor) -> str:
+        """``rollback.should_roll_back`` in the background; a failure keeps the model."""
         try:
-            return self._collapse(watch, live, anchor)
+            check = Check(live, self._anchor_copy(anchor), anchor.threshold,
+                          self._target(live.threshold.value),
+                          self.settings.rollback_alert_ratio, self.settings.tolerance,
+                          self.settings.confirm_margin, self.device, self.max_batch)
+            if should_roll_back(watch, kind, check, self.buffer.add_flagged):
+                return self._rollback(watch.previous, watch.version)
+            return "confirmed"
         except Exception as exc:
-            log.exception("event=collapse_check_failed version=%d error=%r", watch.version, exc)
+            log.exception("event=watch_check_failed version=%d error=%r", watch.version, exc)
             return "failed"
-
-    def _collapse(self, watch: _Watch, live: LiveModel, anchor: _Anchor) -> str:
-        """Roll back when the windows the previous model confirmed after the promotion
-        (scored ``confirm_margin`` above its threshold) go unflagged by the new one beyond
-        what the anchor also misses; they join the reference set either way."""
-        values = np.concatenate(watch.values)
-        previous = Scorer(watch.previous.detector, self.device, self.max_batch)
-        old_scores = previous.score(values).scores
-        old_value = watch.previous.threshold.value
-        confirmed = values[old_scores > (old_value or math.inf) + self.settings.confirm_margin]
-        if len(confirmed) < MIN_CONFIRMED:
-            log.info("event=promotion_confirmed version=%d reason=too_few_confirmed count=%d",
-                     watch.version, len(confirmed))
-            return "confirmed"
-        self.buffer.add_flagged(confirmed)
-        recall = detection_rate(Scorer(live.detector, self.device, self.max_batch)
-                                .score(confirmed).scores, live.threshold.value)
-        expected = detection_rate(self._anchor_copy(anchor).score(confirmed).scores,
-                                  anchor.threshold)
-        if recall >= expected - self.settings.tolerance:
-            log.info("event=promotion_confirmed version=%d recall=%.3f anchor_recall=%.3f",
-                     watch.version, recall, expected)
-            return "confirmed"
-        log.warning("event=rollback reason=collapse version=%d recall=%.3f anchor_recall=%.3f",
-                    watch.version, recall, expected)
-        return self._rollback(watch.previous, watch.version)
 
     def _install(self, scorer: Scorer, threshold: Threshold, metadata: dict,
                  watch: LiveModel | None = None, regime: bool = False) -> int:
@@ -455,7 +419,7 @@ class Retrainer:
         if scorer.device.type == "cuda":  # weights were copied on the training stream
             torch.cuda.current_stream(scorer.device).synchronize()
         if watch is not None:
-            self._watch = _Watch(version, watch, self.rate.rate,
+            self._watch = Watch(version, watch, self.rate.rate,
                                  AlarmRate(window_n=self.settings.rollback_window), regime)
         self.slot.swap(LiveModel(scorer, threshold, version))
         self.metrics.set_model(scorer.kind, version)

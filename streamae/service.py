@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
-from streamae.health import HealthServer
+from streamae.drift import DriftMonitor
+from streamae.health import Action, HealthServer
 from streamae.kafka_io import build_consumer, build_producer, ensure_topics, missing_topics
 from streamae.live import ModelSlot, load_live
+from streamae.messages import encode_json
 from streamae.metrics import Metrics
 from streamae.modelbus import ModelPublisher, ModelSubscriber, ensure_model_topic
 from streamae.pipeline import Daemon, RunStats
@@ -26,7 +29,7 @@ log = logging.getLogger(__name__)
 def output_topics(settings: Settings) -> list[str]:
     kafka = settings.kafka
     topics = [kafka.output_topic, kafka.dead_letter_topic, kafka.scores_topic,
-              kafka.latent_topic]
+              kafka.latent_topic, kafka.drift_topic if settings.drift.enabled else None]
     return [topic for topic in topics if topic]
 
 
@@ -49,24 +52,41 @@ def serve(settings: Settings, max_messages: int | None = None,
     consumer = build_consumer(settings.kafka, settings.batch.max_size)
     daemon = Daemon(settings, consumer, build_producer(settings.kafka), metrics=metrics,
                     slot=slot)
+    actions: dict[str, Action] = {}  # filled by the roles, served by the health server
     with contextlib.ExitStack() as stack:
         if settings.metrics_port:
             stack.enter_context(HealthServer(metrics.registry, daemon.liveness,
-                                             daemon.readiness, port=settings.metrics_port))
+                                             daemon.readiness, port=settings.metrics_port,
+                                             actions=actions))
         stack.enter_context(stop_on_signals(daemon))
-        attach_model_roles(settings, daemon, stack)
+        attach_model_roles(settings, daemon, stack, actions)
         log.info("event=daemon_started role=%s topics=%s group=%s device=%s", settings.role,
                  ",".join(settings.kafka.input_topics), settings.kafka.group_id,
                  settings.device)
         return daemon.run(max_messages=max_messages, timeout_s=timeout_s)
 
 
-def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.ExitStack) -> None:
+def drift_sender(settings: Settings, daemon: Daemon) -> Callable[[dict], None]:
+    """Drift events go to ``kafka.drift_topic`` with the daemon's producer (loop thread)."""
+    def send(event: dict) -> None:
+        daemon._send(settings.kafka.drift_topic, encode_json(event), b"drift")
+    return send
+
+
+def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.ExitStack,
+                       actions: dict[str, Action] | None = None) -> None:
     """By role: ``trainer`` and ``all`` retrain and publish to the model topic, ``scorer``
-    follows the model topic and never retrains. Everything closes with ``stack``."""
+    follows the model topic and never retrains. Every role reports drift. Everything
+    closes with ``stack``."""
     retrain, kafka = settings.retrain, settings.kafka
+    actions = actions if actions is not None else {}
     ensure_model_topic(kafka, retrain.model_max_bytes)
+    monitor = DriftMonitor(settings.drift, daemon.metrics, drift_sender(settings, daemon),
+                           follow=retrain.enabled and retrain.follow_drift
+                           and settings.role != "scorer")
+    daemon.scored_hooks.append(monitor.observe)
     if settings.role == "scorer":
+        actions["/retrain"] = lambda: (False, "a scorer does not retrain; ask the trainer")
         subscriber = ModelSubscriber(kafka, retrain.model_max_bytes, daemon.slot,
                                      settings.device, settings.batch.max_size, daemon.metrics)
         stack.callback(subscriber.close)
@@ -79,6 +99,16 @@ def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.Exi
                           max_batch=settings.batch.max_size)
     stack.callback(retrainer.close)  # runs before publisher.close: stack order is LIFO
     daemon.scored_hooks.append(retrainer.observe)
+    monitor.listeners.append(retrainer.on_drift)
+    actions["/retrain"] = lambda: accept_recent(retrainer)
+
+
+def accept_recent(retrainer: Retrainer) -> tuple[bool, str]:
+    """The operator's ``POST /retrain``: learn the latest readings as normal, now."""
+    if not retrainer.settings.enabled:
+        return False, "retraining is disabled (STREAMAE_RETRAIN__ENABLED=false)"
+    retrainer.request_regime("operator")
+    return True, "retraining on recent data once the job in flight (if any) is done"
 
 
 @contextlib.contextmanager

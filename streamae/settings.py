@@ -154,7 +154,7 @@ class IncidentSettings(Section):
 
 class RetrainSettings(Section):
     enabled: bool = True
-    every_windows: int = Field(5_000, ge=10)
+    every_windows: int = Field(5_000, ge=10)  # scored windows between retrains
     every_seconds: float = Field(3_600, gt=0)
     buffer_max_windows: int = Field(50_000, ge=10)
     buffer_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)

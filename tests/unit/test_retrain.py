@@ -20,7 +20,7 @@ from streamae.settings import (
     RetrainSettings,
     ThresholdSettings,
 )
-from streamae.thresholds import FalseAlarmRateThreshold, classify_and_learn
+from streamae.thresholds import FalseAlarmRateThreshold, StaticThreshold, classify_and_learn
 
 MODEL = ModelSettings(hidden_sizes=[16, 8], latent_size=2, epochs=25, batch_size=16, patience=4,
                       learning_rate=5e-3)
@@ -244,20 +244,52 @@ def test_promotions_do_not_compound_the_anchor_stays(tmp_path, champion_detector
     h.close()
 
 
+def watch_with(h: Harness, live: LiveModel, data: np.ndarray) -> None:
+    """Feed ``data`` scored and flagged by ``live`` (a promoted model gone wrong)."""
+    for start in range(0, len(data), 50):
+        values = data[start : start + 50]
+        scores = live.scorer.score(values).scores
+        h.retrainer.observe(live, values, scores, live.threshold.classify(scores))
+    h.retrainer.wait(timeout_s=30)
+
+
 def test_alert_explosion_after_promotion_rolls_back(tmp_path, champion_detector):
     h = Harness(tmp_path, champion_detector, every_windows=300)
     h.feed(normal(400, seed=5))
     promoted = h.slot.live
     assert promoted.version == 2
-    flags = np.ones(50, dtype=bool)  # everything flagged: the challenger went wrong
-    for _ in range(4):
-        values = normal(50, seed=6)
-        h.retrainer.observe(h.slot.live, values, h.slot.live.scorer.score(values).scores, flags)
-    h.retrainer.wait(timeout_s=30)
+    broken = LiveModel(promoted.scorer, StaticThreshold(0.01), 2)  # flags everything
+    watch_with(h, broken, normal(200, seed=6))
     live = h.slot.live
     assert live.version == 3 and live.scorer is not promoted.scorer
     assert h.metrics.registry.get_sample_value("streamae_rollbacks_total") == 1
     assert load_latest(tmp_path / "ck", device="cpu").metadata["origin"] == "rollback"
+    h.close()
+
+
+def test_an_explosion_the_previous_model_shares_is_the_data_not_the_model(
+        tmp_path, champion_detector):
+    """A fault that starts right after a promotion raises both models' alarm rates."""
+    h = Harness(tmp_path, champion_detector, every_windows=300)
+    h.feed(normal(400, seed=5))
+    assert h.slot.live.version == 2
+    watch_with(h, h.slot.live, anomalous(200, seed=6))
+    assert "rolled_back" not in h.retrainer.outcomes
+    assert not h.metrics.registry.get_sample_value("streamae_rollbacks_total")
+    h.close()
+
+
+def test_alarm_collapse_that_misses_confirmed_anomalies_rolls_back(tmp_path, champion_detector):
+    h = Harness(tmp_path, champion_detector, every_windows=300, rollback_window=100)
+    mixed = normal(400, seed=5)
+    mixed[::5] = anomalous(80, seed=9)  # 20% anomalous: the alarm rate before is high
+    h.feed(mixed[:300])  # the retrain is due with the last batch: the watch starts next
+    promoted = h.slot.live
+    assert promoted.version == 2
+    blind = LiveModel(promoted.scorer, StaticThreshold(1e6), 2)  # flags nothing
+    watch_with(h, blind, mixed[300:])
+    assert h.slot.live.version == 3
+    assert h.metrics.registry.get_sample_value("streamae_rollbacks_total") == 1
     h.close()
 
 
