@@ -4,11 +4,9 @@ Sensors drift, so the model must keep learning; but a model that learns from wha
 flag stops flagging it. The :class:`Retrainer` is the daemon's scored hook (it runs on the
 loop thread and never blocks it):
 
-* **gate**: only readings well inside normal (calibrated score below ``gate_score``, 2 =
-  inside 99% of normal) enter the training buffer; flagged readings scored
-  ``confirm_margin`` above the threshold are confirmed anomalies, kept for the reference
-  set. Every reading scored normal enters a calibration ring, every reading a short ring
-  of the latest (for a retrain on a new regime).
+* **gate** (``gate``): only readings well inside normal (calibrated score below
+  ``gate_score``) enter the training buffer; readings flagged well above the threshold
+  are confirmed anomalies, kept for the reference set.
 * **when**: every ``every_windows`` scored windows, or every ``every_seconds``, once the
   buffer holds ``min_windows``; never while a retrain or a rollback watch is running.
 * **job** (one background thread; training in a child process on CPU, on a CUDA stream
@@ -40,9 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from streamae.buffer import ReplayBuffer
 from streamae.checkpoints import checkpoint_to_bytes, save_checkpoint
 from streamae.drift import stable
+from streamae.gate import Gate
 from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
 from streamae.metrics import Metrics
 from streamae.reference import (
@@ -84,14 +82,6 @@ def calibrate(settings: ThresholdSettings, detector: Detector, scores: np.ndarra
                                 None if settings.method == "limit" else scores)
 
 
-def gate_limit(threshold_value: float | None, gate_score: float) -> float | None:
-    """Scores below this enter the buffer: ``gate_score``, never above the threshold;
-    None while the threshold is not warm."""
-    if threshold_value is None:
-        return None
-    return min(gate_score, threshold_value)
-
-
 @dataclass(frozen=True)
 class _Anchor:
     """The model the reference set is measured against, and its threshold then."""
@@ -112,12 +102,9 @@ class Retrainer:
         self.threshold_settings, self.checkpoints = threshold, checkpoints
         self.device, self.slot, self.metrics = device, slot, metrics
         self.publish, self.max_batch, self.clock = publish, max_batch, clock
-        self.buffer = ReplayBuffer(settings.buffer_max_windows, settings.buffer_max_bytes,
-                                   settings.flagged_windows)
-        self.recent = ReplayBuffer(settings.calibration_windows,
-                                   max(1024, settings.buffer_max_bytes // 4), 0)
-        self.latest = ReplayBuffer(2 * settings.regime_windows,
-                                   max(1024, settings.buffer_max_bytes // 4), 0)
+        self.gate = Gate(settings)
+        self.buffer, self.recent, self.latest = (self.gate.buffer, self.gate.recent,
+                                                 self.gate.latest)
         self.rate = AlarmRate(window_n=settings.rollback_window)
         self.stop = threading.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="retrainer")
@@ -191,27 +178,10 @@ class Retrainer:
     def _gate(self, live: LiveModel, values: np.ndarray, scores: np.ndarray,
               flags: np.ndarray) -> bool:
         """Route the batch into the rings; False while the threshold is cold."""
-        self._add(self.latest.add, values)
-        limit = gate_limit(live.threshold.value, self.settings.gate_score)
-        if limit is None:
-            return False
-        confirmed = flags & (scores > live.threshold.value + self.settings.confirm_margin)
-        self._add(self.buffer.add, values[scores < limit])
-        self._add(self.buffer.add_flagged, values[confirmed])
-        self._add(self.recent.add, values[~flags])
+        routed = self.gate.route(values, scores, flags, live.threshold.value)
         self.metrics.buffer_windows.set(len(self.buffer))
         self.metrics.buffer_bytes.set(self.buffer.nbytes)
-        return True
-
-    def _add(self, add: Callable[[np.ndarray], None], items: np.ndarray) -> None:
-        if len(items) == 0:
-            return
-        try:
-            add(items)
-        except ValueError:  # a new model with another input shape: start over
-            for ring in (self.buffer, self.recent, self.latest):
-                ring.clear()
-            add(items)
+        return routed
 
     def _announce(self, live: LiveModel) -> None:
         """Publish a version this process did not build here (cold start, resumed)."""

@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry
 
 from streamae.checkpoints import checkpoint_from_bytes, load_latest, save_checkpoint
 from streamae.exceptions import ModelError
+from streamae.gate import gate_limit
 from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
 from streamae.metrics import Metrics
-from streamae.retrain import Retrainer, calibrate, gate_limit, split_holdout
+from streamae.retrain import Retrainer, calibrate, split_holdout
 from streamae.scoring import Scorer
 from streamae.settings import (
     CheckpointSettings,
