@@ -101,12 +101,19 @@ class DriftMonitor:
         self.listeners: list[Listener] = []
         self.events: list[dict] = []
         self._seen = 0
+        self._version: int | None = None
 
     def observe(self, live: object, values: np.ndarray, scores: np.ndarray,
                 flags: np.ndarray) -> None:
-        """Scored hook: feed the exceedances, report a signal."""
+        """Scored hook: feed the exceedances, report a signal. A new model version starts
+        the test afresh: its scores are the new baseline (after a followed drift the
+        mean would otherwise remember the drift and hide the next rise for long)."""
         if not self.settings.enabled:
             return
+        version = getattr(live, "version", None)
+        if version != self._version:
+            self._version = version
+            self.detector.reset()
         scores = np.asarray(scores)
         self._seen += scores.size
         if self.detector.update(scores > self.settings.level):

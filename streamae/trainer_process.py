@@ -54,11 +54,14 @@ def _child(conn: Connection, stop: threading.Event, data: np.ndarray, model: Mod
         conn.close()
 
 
-def start_method(requested: str = "auto") -> str:
-    """``fork`` where available (fast start), else ``spawn``; an explicit choice wins."""
+def start_method(requested: str = "auto", device: str = "cpu") -> str:
+    """``fork`` where available (fast start), else ``spawn``; ``spawn`` for CUDA, which a
+    forked child cannot use once the parent did; an explicit choice wins."""
     if requested != "auto":
         return requested
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    if device.startswith("cuda") or "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    return "fork"
 
 
 class ProcessTrainer:
@@ -69,7 +72,7 @@ class ProcessTrainer:
                  grace_s: float = 2.0) -> None:
         self.model, self.device, self.normalisation = model, device, normalisation
         self.threads, self.grace_s = threads, grace_s
-        self.context = multiprocessing.get_context(start_method(method))
+        self.context = multiprocessing.get_context(start_method(method, device))
         self.started_s: float | None = None  # how long the last child took to start
         self._lock = threading.Lock()
         self._child: multiprocessing.process.BaseProcess | None = None
