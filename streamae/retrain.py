@@ -102,7 +102,7 @@ class Retrainer:
         self.threshold_settings, self.checkpoints = threshold, checkpoints
         self.device, self.slot, self.metrics = device, slot, metrics
         self.publish, self.max_batch, self.clock = publish, max_batch, clock
-        self.gate = Gate(settings)
+        self.gate = Gate(settings, self._flushed)
         self.buffer, self.recent, self.latest = (self.gate.buffer, self.gate.recent,
                                                  self.gate.latest)
         self.rate = AlarmRate(window_n=settings.rollback_window)
@@ -114,7 +114,7 @@ class Retrainer:
         self._anchor_scorer: Scorer | None = None  # the job thread's copy of the anchor
         self._regime: str | None = None  # "drift" or "operator" while a regime retrain waits
         self._regime_checked = 0
-        self._mark = 0  # latest.added_total (windows scored) when the last retrain started
+        self._mark = 0  # gate.seen (windows scored) when the last retrain started
         self._last = clock()
         self._published: set[int] = set()
         self.outcomes: list[str] = []  # every finished job's outcome, oldest first
@@ -138,8 +138,6 @@ class Retrainer:
             self._anchor = _Anchor(live, live.threshold.value)  # a cold threshold warms
         flags = np.asarray(flags, dtype=bool)
         watching = self._watch is not None and self._watching(live, values, flags)
-        if not watching:
-            self.rate.observe(flags)
         if not self._gate(live, values, np.asarray(scores), flags) or watching or self.busy:
             return
         if self._regime is not None:
@@ -178,10 +176,15 @@ class Retrainer:
     def _gate(self, live: LiveModel, values: np.ndarray, scores: np.ndarray,
               flags: np.ndarray) -> bool:
         """Route the batch into the rings; False while the threshold is cold."""
-        routed = self.gate.route(values, scores, flags, live.threshold.value)
+        return self.gate.route(values, scores, flags, live.threshold.value)
+
+    def _flushed(self, flags: np.ndarray) -> None:
+        """After the gate routed its pending batches: the alarm rate outside a watch (the
+        rate 'before' a promotion), the buffer metrics."""
+        if self._watch is None:
+            self.rate.observe(flags)
         self.metrics.buffer_windows.set(len(self.buffer))
         self.metrics.buffer_bytes.set(self.buffer.nbytes)
-        return routed
 
     def _announce(self, live: LiveModel) -> None:
         """Publish a version this process did not build here (cold start, resumed)."""
@@ -196,14 +199,16 @@ class Retrainer:
         """Every ``every_windows`` scored windows (so a starved buffer, all of it flagged,
         still retrains and the reference check keeps holding the line), or every
         ``every_seconds``; either once ``min_windows`` are buffered."""
-        fresh = self.latest.added_total - self._mark
-        if fresh >= self.settings.every_windows and len(self.buffer) >= self.settings.min_windows:
-            return True
-        return (self.clock() - self._last >= self.settings.every_seconds
-                and len(self.buffer) >= self.settings.min_windows)
+        fresh = self.gate.seen - self._mark
+        if (fresh < self.settings.every_windows
+                and self.clock() - self._last < self.settings.every_seconds):
+            return False
+        self.gate.flush()
+        return len(self.buffer) >= self.settings.min_windows
 
     def _start(self, live: LiveModel) -> None:
-        self._mark, self._last = self.latest.added_total, self.clock()
+        self.gate.flush()
+        self._mark, self._last = self.gate.seen, self.clock()
         data, confirmed = self.buffer.snapshot(), self.buffer.flagged_snapshot()
         recent = self.recent.snapshot()
         log.info("event=retrain_started windows=%d confirmed=%d calibration=%d champion=%d "
@@ -217,16 +222,18 @@ class Retrainer:
         (checked every quarter regime, so the loop pays for it rarely)."""
         size = self.settings.regime_windows
         if self._regime == "drift":
-            if self.latest.added_total - self._regime_checked < size // 4:
+            if self.gate.seen - self._regime_checked < size // 4:
                 return
-            self._regime_checked = self.latest.added_total
+            self._regime_checked = self.gate.seen
+            self.gate.flush()
             if not stable(self.latest.snapshot(), size, self.settings.regime_stable):
                 return
+        self.gate.flush()
         data = self.latest.snapshot()
         if len(data) < self.settings.min_windows:
             return
         reason, self._regime = self._regime, None
-        self._mark, self._last = self.latest.added_total, self.clock()
+        self._mark, self._last = self.gate.seen, self.clock()
         log.info("event=retrain_started kind=regime reason=%s windows=%d champion=%d", reason,
                  len(data), live.version)
         self._job = self._executor.submit(self._job_guarded, self._retrain_regime, live, data,
@@ -272,7 +279,11 @@ class Retrainer:
                 outcome = job(champion, *args)
         except Exception as exc:  # every failure keeps the champion
             outcome = "failed"
-            log.exception("event=retrain_failed champion=%d error=%r", champion.version, exc)
+            if self.stop.is_set():  # closing: the training was stopped on purpose
+                log.info("event=retrain_stopped champion=%d", champion.version)
+            else:
+                log.exception("event=retrain_failed champion=%d error=%r", champion.version,
+                              exc)
         seconds = time.monotonic() - started
         self.metrics.retrains.labels(outcome=outcome).inc()
         self.metrics.retrain_seconds.observe(seconds)

@@ -118,6 +118,8 @@ def test_gate_admits_only_readings_well_inside_normal(tmp_path, champion_detecto
                    np.full(10, 7.0)].astype(np.float32)
     flags = scores > 4.0
     h.retrainer.observe(live, values, scores, flags)
+    assert len(h.retrainer.latest) == 0  # batches are routed together, later
+    h.retrainer.gate.flush()
     expected = 30
     assert len(h.retrainer.buffer) == expected
     np.testing.assert_array_equal(h.retrainer.buffer.snapshot(), values[:30])
@@ -134,6 +136,7 @@ def test_a_high_gate_score_still_keeps_flagged_readings_out(tmp_path, champion_d
     values = anomalous(20)
     scores = np.full(20, live.threshold.value + 1.0, dtype=np.float32)
     h.retrainer.observe(live, values, scores, np.ones(20, dtype=bool))
+    h.retrainer.gate.flush()
     assert len(h.retrainer.buffer) == 0
     h.close()
 
