@@ -104,23 +104,23 @@ class DriftMonitor:
         self.listeners: list[Listener] = []
         self.events: list[dict] = []
         self._seen = 0
-        self._version: int | None = None
 
     def observe(self, live: object, values: np.ndarray, scores: np.ndarray,
                 flags: np.ndarray) -> None:
-        """Scored hook: feed the exceedances, report a signal. A new model version starts
-        the test afresh: its scores are the new baseline (after a followed drift the
-        mean would otherwise remember the drift and hide the next rise for long)."""
+        """Scored hook: feed the exceedances, report a signal."""
         if not self.settings.enabled:
             return
-        version = getattr(live, "version", None)
-        if version != self._version:
-            self._version = version
-            self.detector.reset()
         scores = np.asarray(scores)
         self._seen += scores.size
         if self.detector.update(scores > self.settings.level):
             self._report(getattr(live, "version", None), float(np.mean(scores)))
+
+    def reset(self) -> None:
+        """A new regime was learnt (a followed drift, an operator's accept): start afresh,
+        or the running mean would remember the drift and hide the next rise for long.
+        Not on every promotion: mid-drift, the drifted level would become the baseline."""
+        self.detector.reset()
+        self.metrics.drift_active.set(0)
 
     def _report(self, version: int | None, batch_mean: float) -> None:
         action = "retrain_when_stable" if self.follow else "keep_alarming"

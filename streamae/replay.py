@@ -103,6 +103,7 @@ def replay_rows(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Setti
                               max_batch=settings.batch.max_size)
         monitor = DriftMonitor(settings.drift, metrics, follow=settings.retrain.follow_drift)
         monitor.listeners.append(retrainer.on_drift)
+        retrainer.on_reanchor.append(monitor.reset)
         hooks = [monitor.observe, retrainer.observe]
     size = settings.batch.max_size
     bounds = [0, warm, *range(warm + size, len(data), size), len(data)]

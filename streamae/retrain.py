@@ -119,6 +119,7 @@ class Retrainer:
         self._published: set[int] = set()
         self.outcomes: list[str] = []  # every finished job's outcome, oldest first
         self.verdicts: list[Verdict] = []  # every judged challenger, oldest first
+        self.on_reanchor: list[Callable[[], None]] = []  # e.g. the drift monitor's reset
         self._process: ProcessTrainer | None = None
         if train is None and settings.enabled and _executor(settings, device) == "process":
             self._process = ProcessTrainer(model, device, settings.train_threads,
@@ -370,7 +371,8 @@ class Retrainer:
         version = self._install(challenger, threshold, metadata, watch=champion, regime=True)
         self.buffer.clear()
         self._anchor = _Anchor(self.slot.live, threshold.value)
-        self.metrics.drift_active.set(0)
+        for listener in self.on_reanchor:
+            listener()
         log.info("event=reanchored version=%d reason=%s", version, reason)
         return "promoted"
 

@@ -100,6 +100,7 @@ def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.Exi
     stack.callback(retrainer.close)  # runs before publisher.close: stack order is LIFO
     daemon.scored_hooks.append(retrainer.observe)
     monitor.listeners.append(retrainer.on_drift)
+    retrainer.on_reanchor.append(monitor.reset)
     actions["/retrain"] = lambda: accept_recent(retrainer)
 
 

@@ -57,12 +57,11 @@ def test_stable_once_the_mean_stops_moving():
     assert not stable(held[:3_000], 2_000, 0.25)  # too few readings to tell
 
 
-def test_a_new_model_version_starts_the_test_afresh():
-    from types import SimpleNamespace
-
-    monitor = DriftMonitor(DriftSettings(threshold=1_000, min_instances=200),
-                           Metrics(CollectorRegistry()))
-    monitor.observe(SimpleNamespace(version=1), None, np.full(256, 6.0), np.ones(256, bool))
-    assert monitor.detector.count == 256
-    monitor.observe(SimpleNamespace(version=2), None, np.full(10, 0.3), np.zeros(10, bool))
-    assert monitor.detector.count == 10
+def test_reset_after_a_learnt_regime_starts_afresh():
+    metrics = Metrics(CollectorRegistry())
+    monitor = DriftMonitor(DriftSettings(threshold=1_000, min_instances=200), metrics)
+    monitor.observe(None, None, np.full(256, 6.0), np.ones(256, bool))
+    monitor.metrics.drift_active.set(1)
+    monitor.reset()
+    assert monitor.detector.count == 0
+    assert metrics.registry.get_sample_value("streamae_drift_active") == 0
