@@ -157,8 +157,9 @@ def report(name: str, data: Stream, retrained: RowVerdicts, frozen: RowVerdicts 
     rows = segments(data, retrained, args.segment, args.warmup)
     base = segments(data, frozen, args.segment, args.warmup) if frozen else None
     outcomes = {o: retrained.retrains.count(o) for o in sorted(set(retrained.retrains))}
+    reasons = {r: retrained.verdicts.count(r) for r in sorted(set(retrained.verdicts))}
     print(f"\n## {name} (follow_drift={args.follow_drift})  retrains={outcomes} "
-          f"drift_events={[e['readings_seen'] for e in retrained.drift]}")
+          f"verdicts={reasons} drift_events={[e['readings_seen'] for e in retrained.drift]}")
     print(table(rows, base))
     if base:
         worst = min(r["recall"] - b["recall"] for r, b in zip(rows, base, strict=True))

@@ -31,6 +31,7 @@ class RowVerdicts:
     drift: list[dict] = field(default_factory=list)  # drift events, with retraining on
     models: dict[int, object] = field(default_factory=dict)  # version -> LiveModel
     retrain_rows: list[int] = field(default_factory=list)  # the row each retrain ended at
+    verdicts: list[str] = field(default_factory=list)  # each judged challenger's reason
 
 
 def per_row(n_rows: int, rows: Sequence[int], scores: Sequence[float],
@@ -136,4 +137,5 @@ def replay_rows(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Setti
     return RowVerdicts(row_scores, row_flags,
                        list(retrainer.outcomes) if retrainer is not None else [],
                        np.nan_to_num(row_versions).astype(int), row_thresholds,
-                       list(monitor.events) if monitor is not None else [], models, ended)
+                       list(monitor.events) if monitor is not None else [], models, ended,
+                       [v.reason for v in retrainer.verdicts] if retrainer else [])

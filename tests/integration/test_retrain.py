@@ -212,7 +212,8 @@ def test_training_runs_only_when_due_and_sigterm_ends_it_within_10_seconds(
     values = np.array([list(m["values"].values()) for _, m in messages], dtype=np.float32)
     detector = train_detector(values[:1_000], ModelSettings(epochs=5), "cpu")
     save_checkpoint(Path(env["STREAMAE_CHECKPOINTS__DIRECTORY"]), detector,
-                    threshold_state=FalseAlarmRateThreshold(1e-4).state())
+                    threshold_state=FalseAlarmRateThreshold(1e-4).state(),
+                    metadata={"origin": "test"})
     topic = env["STREAMAE_KAFKA__INPUT_TOPICS"]
     produce(topic, messages[:1_000])
     proc = spawn_daemon(env)
