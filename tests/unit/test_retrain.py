@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -340,3 +341,19 @@ def test_process_trainer_returns_an_equivalent_detector():
     assert detector.model.kind == "dense" and np.all(np.isfinite(scores))
     assert detector.val_loss < 1.0
     assert not trainer.alive  # the child ends with the retrain: nothing lingers
+
+
+def test_a_stopped_training_child_ends_within_its_grace_period():
+    """SIGTERM leads to stop: the child is asked, then made, to end; nothing lingers."""
+    from streamae.trainer_process import ProcessTrainer
+
+    endless = MODEL.model_copy(update={"epochs": 100_000, "patience": 100_000})
+    trainer = ProcessTrainer(endless, "cpu", threads=1, grace_s=1.0)
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    began = time.monotonic()
+    with pytest.raises(ModelError, match="stopped"):
+        trainer(normal(300, seed=3), stop)
+    assert time.monotonic() - began < 5.0
+    assert not trainer.alive
+    assert trainer.started_s is not None and trainer.started_s < 5.0
