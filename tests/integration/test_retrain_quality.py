@@ -48,7 +48,7 @@ def test_a_followed_drift_is_reported_and_learnt(bench, drift):
 
 
 def test_an_unfollowed_drift_is_reported_and_keeps_alarming(bench, drift):
-    retrained = bench.run(drift, 2_500, follow=False, retrain=True, warmup=1_000)
+    retrained = bench.run(drift, 5_000, follow=False, retrain=True, warmup=1_000)
     far, _ = bench.drift_far(drift, retrained)
     assert retrained.drift and retrained.drift[0]["action"] == "keep_alarming"
     assert far > 0.5, far
