@@ -6,9 +6,10 @@ the SKAB leaderboard the model is fitted on the first 400 rows (the cold start) 
 400 onwards are scored, in order, pooled over files, no point adjustment.
 
 * ``frozen``: no retraining; the cold-start model scores the whole file.
-* ``gated``: retraining on windows scored below ``gate * threshold`` (the default 0.8);
-  flagged windows stay out of the buffer.
-* ``ungated``: ``gate = 1e9``: every window enters the buffer, flagged ones too.
+* ``gated``: retraining on windows scored below ``gate_score`` (the default 2, inside 99%
+  of normal); flagged windows stay out of the buffer.
+* ``ungated``: ``gate_score = 1e9``: every window scored normal enters the buffer (the gate
+  is never above the threshold, so flagged ones still stay out).
 
 SKAB is 1 Hz and a retrain takes about a second, so a hook waits for each retrain before
 the next batch: the stream is replayed fast but behaves as it would live.
@@ -40,7 +41,7 @@ from streamae.replay import replay_rows  # noqa: E402
 from streamae.settings import Settings  # noqa: E402
 
 FIT_ROWS = skab.FIT_ROWS
-MODES = {"frozen": None, "gated": 0.8, "ungated": 1e9}
+MODES = {"frozen": None, "gated": 2.0, "ungated": 1e9}
 # Small and frequent, so a file of ~1,000 rows sees several retrains.
 RETRAIN = {"every_windows": 150, "min_windows": 100, "rollback_window": 150,
            "buffer_max_windows": 2_000, "holdout_fraction": 0.2, "calibration_windows": 1_000,
@@ -59,7 +60,7 @@ def settings_for(mode: str, workdir: Path) -> Settings:
         input={"kind": "vector", "dimension": len(skab.SENSORS)},
         batch={"max_size": 10, "max_wait_ms": 0},
         model=MODEL, threshold=THRESHOLD,
-        retrain={**RETRAIN, "enabled": gate is not None, "gate": gate or 0.8},
+        retrain={**RETRAIN, "enabled": gate is not None, "gate_score": gate or 2.0},
         checkpoints={"directory": workdir / mode, "keep": 2},
     )
 

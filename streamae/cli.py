@@ -1,6 +1,6 @@
-"""``streamae run | demo | train | score | encode | sample | backtest``: the command line, and the
-only place that configures logging. Everything else is read from the environment
-(``STREAMAE_*``)."""
+"""``streamae run | demo | retrain | train | score | encode | sample | backtest``: the
+command line, and the only place that configures logging. Everything else is read from the
+environment (``STREAMAE_*``)."""
 
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamae.demo import SCENARIOS
 from streamae.exceptions import StreamaeError
 from streamae.settings import Settings, load_settings
 
@@ -78,7 +79,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from streamae.demo import DemoStream
+    from streamae.demo import DemoStream, scenario
     from streamae.kafka_io import build_producer, ensure_topics
     from streamae.messages import encode_json
 
@@ -86,7 +87,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(settings.kafka, [topic])  # not auto-created on the first send
     producer = build_producer(settings.kafka)
     stream = DemoStream(pumps=args.pumps, anomaly_rate=args.anomaly_rate, seed=args.seed,
-                        start_ms=int(time.time() * 1000), clean_prefix=args.clean_prefix)
+                        start_ms=int(time.time() * 1000), clean_prefix=args.clean_prefix,
+                        scenario=scenario(args.scenario, args.count))
     started, labels = time.monotonic(), 0
     for n, reading in enumerate(stream.take(args.count)):
         producer.send(topic, key=reading.key.encode(), value=encode_json(reading.as_message()))
@@ -98,6 +100,25 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     log.info("event=demo_produced topic=%s messages=%d anomalous=%d seconds=%.1f", topic,
              args.count, labels, time.monotonic() - started)
     return 0
+
+
+def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    """Ask the running daemon (its health server) to retrain on recent data now."""
+    import urllib.error
+    import urllib.request
+
+    url = args.url or f"http://127.0.0.1:{settings.metrics_port}/retrain"
+    request = urllib.request.Request(url, data=b"accept-recent", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(response.read().decode().strip())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"streamae retrain: refused ({exc.code}): {exc.read().decode().strip()}",
+              file=sys.stderr)
+    except OSError as exc:
+        print(f"streamae retrain: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
+    return 1
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -317,6 +338,16 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--clean-prefix", type=int, default=0,
                       help="readings at the start without any anomaly (a clean warm-up)")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the stream")
+    demo.add_argument("--scenario", choices=SCENARIOS, default="base",
+                      help="a long-lived change on top of the anomalies: poison (one sensor "
+                      "+5 scales, last half), ramp (one sensor 0->+5 scales), drift (all "
+                      "sensors 0->+4 scales, benign); see streamae/demo.py")
+    retrain = sub.add_parser("retrain", help="make the running daemon retrain on recent data")
+    retrain.add_argument("--accept-recent", action="store_true", required=True,
+                         help="learn the latest readings as normal (after a drift the "
+                         "operator accepts), bypassing the gate")
+    retrain.add_argument("--url", default=None, help="the daemon's retrain endpoint "
+                         "(default: http://127.0.0.1:$STREAMAE_METRICS_PORT/retrain)")
     _add_file_commands(sub)
     _add_latent_commands(sub)
     _add_backtest_command(sub)
@@ -331,8 +362,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "train": cmd_train, "score": cmd_score,
-            "encode": cmd_encode, "sample": cmd_sample, "backtest": cmd_backtest}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "retrain": cmd_retrain, "train": cmd_train,
+            "score": cmd_score, "encode": cmd_encode, "sample": cmd_sample,
+            "backtest": cmd_backtest}
 
 
 def main(argv: list[str] | None = None) -> int:

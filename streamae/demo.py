@@ -12,6 +12,16 @@ A reading is labelled with its episode's kind while the deviation is large enoug
 seen (``VISIBLE``) and ``<kind>-faint`` while it is not; only readings outside every
 episode are ``normal``. Recall is measured on the visible ones, false alarms on the
 normal ones, and faint readings count for neither.
+
+A :class:`Scenario` adds one long-lived change on top of the episodes (``--scenario``):
+
+    base    none
+    poison  one sensor +5 scales from half the stream on: a fault a retrainer must not
+            learn away (labelled ``poison``)
+    ramp    one sensor 0 -> +5 scales over ``length`` readings, then held (``ramp`` once
+            visible, ``ramp-faint`` before)
+    drift   every sensor 0 -> +4 scales over ``length`` readings, then held; the factors
+            and so the correlations are kept: benign, the readings stay ``normal``
 """
 
 from __future__ import annotations
@@ -44,6 +54,50 @@ class DemoReading:
         return {"key": self.key, "ts": self.ts_ms, "values": self.values, "label": self.label}
 
 
+SCENARIOS = ("base", "poison", "ramp", "drift")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A long-lived change from reading ``start`` on, reaching ``size`` scales after
+    ``length`` readings (0: at once). ``sensor`` None moves every sensor."""
+
+    name: str
+    start: int = 0
+    length: int = 0
+    size: float = 0.0
+    sensor: int | None = None
+
+    def offset(self, n: int) -> float:
+        """Its deviation (in sensor scales) at reading ``n``."""
+        if self.name == "base" or n < self.start:
+            return 0.0
+        if self.length <= 0:
+            return self.size
+        return self.size * min(1.0, (n - self.start + 1) / self.length)
+
+    @property
+    def faulty(self) -> bool:
+        """True when the change is a fault to flag, False for benign drift."""
+        return self.name in ("poison", "ramp")
+
+
+def scenario(name: str, count: int) -> Scenario:
+    """The named scenario laid out over a stream of ``count`` readings: the issue's shapes
+    at 100k readings (ramp over 20k, drift over 25k), shortened in proportion below that."""
+    if name == "base":
+        return Scenario("base")
+    if name == "poison":
+        return Scenario("poison", start=count // 2, size=5.0, sensor=2)
+    if name == "ramp":
+        return Scenario("ramp", start=count // 4, length=min(20_000, count // 5), size=5.0,
+                        sensor=5)
+    if name == "drift":
+        return Scenario("drift", start=int(0.3 * count), length=min(25_000, count // 4),
+                        size=4.0)
+    raise ValueError(f"unknown scenario {name!r}; expected one of {SCENARIOS}")
+
+
 @dataclass
 class _Episode:
     kind: str
@@ -57,7 +111,7 @@ class DemoStream:
 
     def __init__(self, pumps: int = 4, anomaly_rate: float = 0.004, seed: int = 0,
                  start_ms: int = 1_700_000_000_000, period_ms: int = 100,
-                 clean_prefix: int = 0) -> None:
+                 clean_prefix: int = 0, scenario: Scenario | None = None) -> None:
         self.rng = np.random.default_rng(seed)
         self.pumps = pumps
         self.anomaly_rate = anomaly_rate
@@ -65,6 +119,7 @@ class DemoStream:
         self.clean_prefix = clean_prefix  # readings with no anomaly (a clean warm-up)
         self.phases = self.rng.uniform(0, 2 * math.pi, size=pumps)
         self.episodes: dict[int, _Episode] = {}
+        self.scenario = scenario or Scenario("base")
 
     def __iter__(self) -> Iterator[DemoReading]:
         n = 0
@@ -93,12 +148,27 @@ class DemoStream:
         episode = self._episode(n, pump, step)
         if episode is not None:
             z, label = self._inject(episode, z, step)
+        z, label = self._shift(n, z, label)
         values = MEANS + SCALES * z
         ts = self.start_ms + n * self.period_ms
         return DemoReading(f"pump-{pump + 1}", ts,
                            {name: round(float(v), 5) for name, v in zip(SENSORS, values,
                                                                          strict=True)},
                            label)
+
+    def _shift(self, n: int, z: np.ndarray, label: str) -> tuple[np.ndarray, str]:
+        """The scenario's change; a visible fault labels the reading with its name."""
+        offset = self.scenario.offset(n)
+        if offset == 0.0:
+            return z, label
+        z = z.copy()
+        if self.scenario.sensor is None:
+            z += offset
+        else:
+            z[self.scenario.sensor] += offset
+        if self.scenario.faulty:
+            label = self.scenario.name if offset > VISIBLE else f"{self.scenario.name}-faint"
+        return z, label
 
     def _episode(self, n: int, pump: int, step: int) -> _Episode | None:
         episode = self.episodes.get(pump)

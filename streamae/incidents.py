@@ -10,9 +10,10 @@ the flags of its last ``open_readings`` (M) readings and
 - **updates** it when its peak score rises above the peak last published by
   ``update_margin`` (1: ten times rarer) or by the published peak's own margin over the
   threshold, whichever is more (a peak 30 decades out updates at 60, not at every decade:
-  scores of extreme readings grow linearly with their error), its severity rises, or its set of top features changes
-  (features ranked by their z summed over the incident's flagged readings; those under a
-  quarter of the leader's are left out, so noise in the third place does not page);
+  scores of extreme readings grow linearly with their error), its severity rises, or its
+  set of top features changes (features ranked by their z summed over the incident's
+  flagged readings; those under a quarter of the leader's are left out, so noise in the
+  third place does not page);
 - **resolves** it after ``quiet_readings`` (Q) readings of the key in a row with no flag
   (counted in readings, not seconds, so a replay and a live run agree and the quiet period
   scales with each key's own rate), or when the key has sent nothing for ``stale_ms`` of

@@ -67,6 +67,10 @@ class Metrics:
         self.buffer_bytes = Gauge("streamae_buffer_bytes", "Bytes in the replay buffer",
                                   registry=r)
         self.rollbacks = Counter("streamae_rollbacks", "Promotions rolled back", registry=r)
+        self.drift_events = Counter("streamae_drift_events", "Sustained shifts of the data "
+                                    "detected (streamae.drift/v1 events)", registry=r)
+        self.drift_active = Gauge("streamae_drift_active", "1 from a detected drift until a "
+                                  "retrain on the new regime", registry=r)
         # Severity is `warning` or `critical` (streamae.incidents.SEVERITIES): bounded.
         self.incidents_open = Gauge("streamae_incidents_open", "Incidents open now",
                                     ["severity"], registry=r)

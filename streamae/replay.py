@@ -51,11 +51,23 @@ class Replayed:
     warm: int  # the first ``warm`` samples trained the model (0 with a given model)
     dead: list[tuple[Any, Exception]] = field(default_factory=list)  # would be dead letters
     retrains: list[str] = field(default_factory=list)
+    history: RetrainHistory | None = None  # with retraining on
 
     @property
     def rows(self) -> np.ndarray:
         """The row (record offset) each sample is reported under."""
         return np.array([s.record.offset for s in self.samples], dtype=np.int64)
+
+
+@dataclass
+class RetrainHistory:
+    """What the retrainer did during a replay, per sample and per retrain."""
+
+    versions: np.ndarray  # (S,) the model version that scored each sample
+    models: dict[int, LiveModel] = field(default_factory=dict)  # version -> model
+    ended: list[int] = field(default_factory=list)  # per retrain: the sample it ended at
+    verdicts: list[str] = field(default_factory=list)  # each judged challenger's reason
+    drift: list[dict] = field(default_factory=list)  # drift events
 
 
 @dataclass
@@ -65,6 +77,12 @@ class RowVerdicts:
     scores: np.ndarray
     flags: np.ndarray
     retrains: list[str] = field(default_factory=list)
+    versions: np.ndarray | None = None  # per row: the model version that scored it (0: none)
+    thresholds: np.ndarray | None = None  # per row: the threshold in force (NaN: none)
+    drift: list[dict] = field(default_factory=list)  # drift events, with retraining on
+    models: dict[int, object] = field(default_factory=dict)  # version -> LiveModel
+    retrain_rows: list[int] = field(default_factory=list)  # the row each retrain ended at
+    verdicts: list[str] = field(default_factory=list)  # each judged challenger's reason
 
 
 def per_row(n_rows: int, rows: Sequence[int], scores: Sequence[float],
@@ -120,9 +138,11 @@ def replay(records: Sequence[Record], settings: Settings, *, warmup_rows: int | 
     warm = (0 if live is not None else
             sum(s.record.offset < warmup_rows for s in intake.samples) if warmup_rows is not None
             else min(settings.warmup_size, len(data)))
-    slot = _slot(settings, live if live is not None else _train(data[:warm], settings))
-    scores, flags, values, retrains = _score(slot, data, warm, settings, retrain, progress)
-    return Replayed(intake.samples, scores, flags, values, warm, intake.dead, retrains)
+    slot = _slot(settings, live if live is not None else _train(data[:warm], settings),
+                 saved=retrain and live is None)
+    scored = _score(slot, data, warm, settings, retrain, progress)
+    return Replayed(intake.samples, scored.scores, scored.flags, scored.thresholds, warm,
+                    intake.dead, scored.retrains, scored.history)
 
 
 def _train(data: np.ndarray, settings: Settings) -> LiveModel:
@@ -136,29 +156,59 @@ def _train(data: np.ndarray, settings: Settings) -> LiveModel:
                      calibrated_threshold(settings.threshold, detector), 1)
 
 
-def _slot(settings: Settings, live: LiveModel) -> Any:
+def _slot(settings: Settings, live: LiveModel, saved: bool) -> Any:
+    """A slot holding ``live``; with ``saved`` (retraining on) the model first becomes a
+    version on disk, as at a cold start, so the retrainer's versions follow it."""
+    from streamae.live import LiveModel as Live
     from streamae.live import ModelSlot
 
+    if saved:
+        from streamae.checkpoints import save_checkpoint
+
+        version = save_checkpoint(settings.checkpoints.directory, live.detector,
+                                  threshold_state=live.threshold.state(),
+                                  metadata={"origin": "replay"}, keep=settings.checkpoints.keep)
+        live = Live(live.scorer, live.threshold, version)
     slot = ModelSlot()
     slot.swap(live)
     return slot
 
 
-def _score(slot: Any, data: np.ndarray, warm: int, settings: Settings, retrain: bool,
-           progress: Callable[[int], None] | None
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """The daemon's score-then-threshold step over ``data``, batch by batch."""
-    retrainer = None
-    if retrain:
-        from streamae.metrics import Metrics
-        from streamae.retrain import Retrainer
+@dataclass
+class _Scored:
+    scores: np.ndarray
+    flags: np.ndarray
+    thresholds: np.ndarray
+    retrains: list[str]
+    history: RetrainHistory | None
 
-        retrainer = Retrainer(settings.retrain, settings.model, settings.threshold,
-                              settings.checkpoints, settings.device, slot, Metrics(),
-                              max_batch=settings.batch.max_size)
+
+def _retraining(slot: Any, settings: Settings) -> tuple[Any, Any]:
+    """The retrainer and drift monitor a trainer runs, wired as ``service`` wires them."""
+    from streamae.drift import DriftMonitor
+    from streamae.metrics import Metrics
+    from streamae.retrain import Retrainer
+
+    metrics = Metrics()
+    retrainer = Retrainer(settings.retrain, settings.model, settings.threshold,
+                          settings.checkpoints, settings.device, slot, metrics,
+                          max_batch=settings.batch.max_size)
+    monitor = DriftMonitor(settings.drift, metrics, follow=settings.retrain.follow_drift)
+    monitor.listeners.append(retrainer.on_drift)
+    retrainer.on_reanchor.append(monitor.reset)
+    return retrainer, monitor
+
+
+def _score(slot: Any, data: np.ndarray, warm: int, settings: Settings, retrain: bool,
+           progress: Callable[[int], None] | None) -> _Scored:
+    """The daemon's score-then-threshold step over ``data``, batch by batch, with the
+    scored hooks (retrainer, drift monitor) when ``retrain``."""
+    retrainer, monitor = _retraining(slot, settings) if retrain else (None, None)
+    hooks = [monitor.observe, retrainer.observe] if retrain else []
+    history = RetrainHistory(np.zeros(0, np.int64)) if retrain else None
     size = settings.batch.max_size
     bounds = [0, warm, *range(warm + size, len(data), size), len(data)]
-    scores, flags, values = [], [], []
+    scores, flags, values, versions = [], [], [], []
     try:
         for start, end in itertools.pairwise(bounds):
             if start >= end:
@@ -169,16 +219,25 @@ def _score(slot: Any, data: np.ndarray, warm: int, settings: Settings, retrain: 
             scores.append(result.scores)
             flags.append(batch_flags)
             values.append(np.full(end - start, np.nan if value is None else value))
+            versions.append(np.full(end - start, live.version))
+            for hook in hooks:
+                hook(live, data[start:end], result.scores, batch_flags)
             if retrainer is not None:
-                retrainer.observe(live, data[start:end], result.scores, batch_flags)
+                history.models.setdefault(live.version, live)
                 retrainer.wait()
+                history.ended.extend([end - 1] * (len(retrainer.outcomes) - len(history.ended)))
             if progress is not None:
                 progress(end - start)
     finally:
         if retrainer is not None:
             retrainer.close()
+    if retrainer is not None:
+        history.versions = np.concatenate(versions)
+        history.verdicts = [v.reason for v in retrainer.verdicts]
+        history.drift = list(monitor.events)
     outcomes = list(retrainer.outcomes) if retrainer is not None else []
-    return np.concatenate(scores), np.concatenate(flags), np.concatenate(values), outcomes
+    return _Scored(np.concatenate(scores), np.concatenate(flags), np.concatenate(values),
+                   outcomes, history)
 
 
 def replay_rows(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Settings,
@@ -186,5 +245,14 @@ def replay_rows(key: str, ts_ms: np.ndarray, values: np.ndarray, settings: Setti
     """One key's rows (in time order) replayed; verdicts per row (see :func:`replay`)."""
     records = row_records([key] * len(values), [int(t) for t in ts_ms], values, names)
     result = replay(records, settings, retrain=retrain)
-    scores, flags = per_row(len(values), result.rows, result.scores, result.flags)
-    return RowVerdicts(scores, flags, result.retrains)
+    rows = result.rows
+    scores, flags = per_row(len(values), rows, result.scores, result.flags)
+    thresholds = per_row(len(values), rows, result.thresholds, np.zeros(len(rows)))[0]
+    verdicts = RowVerdicts(scores, flags, result.retrains, thresholds=thresholds)
+    if (history := result.history) is not None:
+        versions = per_row(len(values), rows, history.versions, np.zeros(len(rows)))[0]
+        verdicts.versions = np.nan_to_num(versions).astype(int)
+        verdicts.drift, verdicts.models, verdicts.verdicts = (history.drift, history.models,
+                                                              history.verdicts)
+        verdicts.retrain_rows = [int(rows[i]) for i in history.ended]
+    return verdicts

@@ -4,17 +4,22 @@ Sensors drift, so the model must keep learning; but a model that learns from wha
 flag stops flagging it. The :class:`Retrainer` is the daemon's scored hook (it runs on the
 loop thread and never blocks it):
 
-* **gate**: windows scored below ``gate * threshold`` enter the replay buffer; flagged
-  windows that the gate kept out go to the buffer's small flagged store instead. Every
-  window scored normal also enters a calibration ring (for the threshold only).
-* **when**: every ``every_windows`` buffered windows, or every ``every_seconds`` once the
+* **gate** (``gate``): only readings well inside normal (calibrated score below
+  ``gate_score``) enter the training buffer; readings flagged well above the threshold
+  are confirmed anomalies, kept for the reference set.
+* **when**: every ``every_windows`` scored windows, or every ``every_seconds``, once the
   buffer holds ``min_windows``; never while a retrain or a rollback watch is running.
-* **job** (one background thread, its own CUDA stream on a GPU): snapshot the buffer, hold
-  out its newest slice, train a challenger, compare it with the champion (:func:`judge`),
-  calibrate its threshold on the calibration ring, checkpoint, publish, ``slot.swap``.
-* **rollback**: after a promotion the alarm rate of the next ``rollback_window`` scores is
-  compared with the rate before it; an explosion swaps the old model back in (as a new
-  version, so versions only grow and a restart resumes the model that is live).
+* **job** (one background thread; training in a child process on CPU, on a CUDA stream
+  of its own on a GPU): train a challenger on the buffer, judge it by the absolute rule of
+  ``reference`` (detect the reference set as well as the anchor model, keep the target
+  false-alarm rate), checkpoint, publish, ``slot.swap``.
+* **rollback both ways**: after a promotion the alarm rate of the next ``rollback_window``
+  scores is watched. An explosion rolls back when the previous model, on the same
+  readings, would not have flagged nearly as many (a fault that began meanwhile raises
+  both); a collapse when the anomalies the previous model confirmed go unflagged.
+* **regimes**: after a drift (with ``follow_drift``) has settled, or when an operator
+  accepts recent data, a retrain on the latest readings bypasses the gate and the
+  reference check, and its model becomes the new anchor.
 
 The retrainer is the only writer of the slot in a process that trains (one owner).
 """
@@ -23,25 +28,35 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from streamae.buffer import ReplayBuffer
-from streamae.checkpoints import checkpoint_from_bytes, checkpoint_to_bytes, save_checkpoint
+from streamae.checkpoints import checkpoint_to_bytes, save_checkpoint
+from streamae.drift import stable
+from streamae.gate import Gate
 from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
 from streamae.metrics import Metrics
+from streamae.reference import (
+    Verdict,
+    detection_rate,
+    far_limit,
+    judge,
+    parts,
+    synthetic,
+    target_rate,
+)
+from streamae.rollback import Check, Watch, change, should_roll_back
 from streamae.scoring import Scorer, resolve_device
 from streamae.settings import CheckpointSettings, ModelSettings, RetrainSettings, ThresholdSettings
 from streamae.thresholds import AlarmRate, Threshold
+from streamae.trainer_process import ProcessTrainer
 from streamae.training import Detector
 
 log = logging.getLogger(__name__)
@@ -50,141 +65,29 @@ Publish = Callable[[bytes, int], None]  # (checkpoint blob, version)
 Train = Callable[[np.ndarray, threading.Event], Detector]
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """Why a challenger was promoted or rejected, with the numbers behind it."""
-
-    promote: bool
-    reason: str
-    champion_error: float
-    challenger_error: float
-    champion_recall: float | None = None  # share of flagged windows each model flags
-    challenger_recall: float | None = None
-
-
 def split_holdout(data: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train, holdout): the holdout is the newest slice, so overlapping windows do not
-    leak into it and the comparison is on the most recent behaviour."""
+    leak into it and the checks are on the most recent behaviour."""
     n_hold = min(len(data) - 4, max(1, round(len(data) * fraction)))
     return data[: len(data) - n_hold], data[len(data) - n_hold :]
 
 
-def common_scale(data: np.ndarray) -> np.ndarray:
-    """Per-element spread of the training data: one yardstick for both models, whose own
-    scalers and error statistics differ and so cannot be compared directly."""
-    std = np.asarray(data, dtype=np.float64).std(axis=0)
-    return np.maximum(std, 1e-3 * max(1.0, float(np.abs(std).mean())))
-
-
-def reconstruction_error(scorer: Scorer, data: np.ndarray, scale: np.ndarray) -> float:
-    """Mean squared reconstruction error in ``scale`` units (original units, rescaled)."""
-    recon = scorer.score(data).reconstructed
-    return float(np.mean(((np.asarray(data) - recon) / scale) ** 2))
-
-
-def flag_share(scorer: Scorer, threshold_value: float | None, data: np.ndarray) -> float:
-    """Share of ``data`` that scores above ``threshold_value``."""
-    if threshold_value is None or len(data) == 0:
-        return 0.0
-    return float(np.mean(scorer.score(data).scores > threshold_value))
-
-
-def judge(champion: Scorer, champion_threshold: float | None, challenger: Scorer,
-          challenger_threshold: float | None, holdout: np.ndarray, flagged: np.ndarray,
-          scale: np.ndarray, settings: RetrainSettings) -> Verdict:
-    """Champion/challenger: no worse on the holdout (within tolerance), and still flagging
-    what was flagged recently (when there is enough of it to judge)."""
-    old = reconstruction_error(champion, holdout, scale)
-    new = reconstruction_error(challenger, holdout, scale)
-    if not math.isfinite(new):
-        return Verdict(False, "challenger_not_finite", old, new)
-    if new > old * (1.0 + settings.tolerance):
-        return Verdict(False, "worse_on_holdout", old, new)
-    if len(flagged) < settings.flagged_min_windows:
-        return Verdict(True, "better_on_holdout", old, new)
-    old_recall = flag_share(champion, champion_threshold, flagged)
-    new_recall = flag_share(challenger, challenger_threshold, flagged)
-    if new_recall < settings.flagged_recall * old_recall:
-        return Verdict(False, "misses_flagged", old, new, old_recall, new_recall)
-    return Verdict(True, "better_on_holdout", old, new, old_recall, new_recall)
-
-
 def calibrate(settings: ThresholdSettings, detector: Detector, scores: np.ndarray) -> Threshold:
-    """The challenger's threshold, fitted on its normalised scores of recent normal traffic
-    (plus its validation split): it then flags the same share of that traffic the champion
-    did, so the alert rate does not jump at the swap. A ``limit`` is fitted on the validation
-    split alone: recent traffic already sits below the champion's limit, and a margin on
-    top of it would raise the limit at every retrain."""
+    """The challenger's threshold. On the calibrated scale a false-alarm-rate or static
+    threshold is the same number for every model; a rolling quantile or SPOT is fitted on
+    the challenger's scores of recent normal traffic too; a ``limit`` on its validation
+    split alone (recent traffic sits below the champion's limit, a margin on top of it
+    would raise the limit at every retrain)."""
     return calibrated_threshold(settings, detector,
                                 None if settings.method == "limit" else scores)
 
 
-def gate_limit(threshold_value: float | None, gate: float) -> float | None:
-    """Scores below this enter the buffer; None while the threshold is not warm."""
-    if threshold_value is None:
-        return None
-    return threshold_value * gate if threshold_value > 0 else threshold_value
+@dataclass(frozen=True)
+class _Anchor:
+    """The model the reference set is measured against, and its threshold then."""
 
-
-# -- training in a worker process: its own GIL and torch threads ---------------------------
-_worker_stop: threading.Event | None = None
-WORKER_NICENESS = 10  # below the scoring loop's priority; training may take longer
-
-
-def _init_worker(stop: threading.Event, threads: int) -> None:
-    """Nice the worker: on a busy node the scheduler then favours the scoring loop."""
-    global _worker_stop
-    _worker_stop = stop
-    torch.set_num_threads(threads)
-    os.nice(WORKER_NICENESS)
-
-
-def _train_in_worker(data: np.ndarray, model: ModelSettings, device: str,
-                     normalisation: str) -> bytes:
-    """Runs in the worker; the detector comes back as a checkpoint blob (no pickled code)."""
-    detector = train_detector(data, model, device, None, _worker_stop, normalisation)
-    return checkpoint_to_bytes(detector, {}, {}, 0)
-
-
-class ProcessTrainer:
-    """``train_detector`` in a long-lived spawned process. On CPU a training thread would
-    share the GIL with the scoring loop and slow it several-fold; a process does not."""
-
-    def __init__(self, model: ModelSettings, device: str, threads: int,
-                 normalisation: str = "robust_z") -> None:
-        self.model, self.device, self.normalisation = model, device, normalisation
-        context = multiprocessing.get_context("spawn")
-        self.stop = context.Event()
-        self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker,
-                                         initargs=(self.stop, threads))
-
-    def warm(self) -> None:
-        """Start the worker and pay torch's first-use costs now, not in the first retrain."""
-        self._pool.submit(_train_in_worker, np.zeros((8, 2), np.float32),
-                          self.model.model_copy(update={"epochs": 1}), "cpu",
-                          self.normalisation).result()
-
-    def __call__(self, data: np.ndarray, stop: threading.Event) -> Detector:
-        future = self._pool.submit(_train_in_worker, data, self.model, self.device,
-                                   self.normalisation)
-        while not future.done():
-            if stop.wait(0.2):
-                self.stop.set()
-        return checkpoint_from_bytes(future.result(), self.device).detector
-
-    def close(self) -> None:
-        self.stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-@dataclass
-class _Watch:
-    """A promotion under observation: rates before and after it."""
-
-    version: int
-    previous: LiveModel
-    before: float
-    after: AlarmRate
+    live: LiveModel
+    threshold: float | None
 
 
 class Retrainer:
@@ -199,24 +102,29 @@ class Retrainer:
         self.threshold_settings, self.checkpoints = threshold, checkpoints
         self.device, self.slot, self.metrics = device, slot, metrics
         self.publish, self.max_batch, self.clock = publish, max_batch, clock
-        self.buffer = ReplayBuffer(settings.buffer_max_windows, settings.buffer_max_bytes,
-                                   settings.flagged_windows)
-        self.recent = ReplayBuffer(settings.calibration_windows,
-                                   max(1024, settings.buffer_max_bytes // 4), 0)
+        self.gate = Gate(settings, self._flushed)
+        self.buffer, self.recent, self.latest = (self.gate.buffer, self.gate.recent,
+                                                 self.gate.latest)
         self.rate = AlarmRate(window_n=settings.rollback_window)
         self.stop = threading.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="retrainer")
         self._job: Future | None = None
-        self._watch: _Watch | None = None
-        self._mark = 0  # buffer.added_total when the last retrain started
+        self._watch: Watch | None = None
+        self._anchor: _Anchor | None = None
+        self._anchor_scorer: Scorer | None = None  # the job thread's copy of the anchor
+        self._regime: str | None = None  # "drift" or "operator" while a regime retrain waits
+        self._regime_checked = 0
+        self._mark = 0  # gate.seen (windows scored) when the last retrain started
         self._last = clock()
         self._published: set[int] = set()
         self.outcomes: list[str] = []  # every finished job's outcome, oldest first
+        self.verdicts: list[Verdict] = []  # every judged challenger, oldest first
+        self.on_reanchor: list[Callable[[], None]] = []  # e.g. the drift monitor's reset
         self._process: ProcessTrainer | None = None
         if train is None and settings.enabled and _executor(settings, device) == "process":
             self._process = ProcessTrainer(model, device, settings.train_threads,
-                                           threshold.normalisation)
-            self._job = self._executor.submit(self._process.warm)  # busy until warm
+                                           threshold.normalisation, settings.start_method,
+                                           settings.stop_grace_s)
         self.train = train or self._process or self._train_default
 
     # -- the loop thread --------------------------------------------------------------
@@ -226,25 +134,32 @@ class Retrainer:
         self._announce(live)
         if not self.settings.enabled:
             return
+        if self._anchor is None or (self._anchor.threshold is None
+                                    and self._anchor.live is live):
+            self._anchor = _Anchor(live, live.threshold.value)  # a cold threshold warms
         flags = np.asarray(flags, dtype=bool)
-        watching = self._watch is not None and self._watching(live, flags)
-        if not watching:
-            self.rate.observe(flags)
-        limit = gate_limit(live.threshold.value, self.settings.gate)
-        if limit is None:
+        watching = self._watch is not None and self._watching(live, values, flags)
+        if not self._gate(live, values, np.asarray(scores), flags) or watching or self.busy:
             return
-        admitted = np.asarray(scores) < limit
-        self._add(self.buffer.add, values[admitted])
-        self._add(self.buffer.add_flagged, values[flags & ~admitted])
-        self._add(self.recent.add, values[~flags])
-        self.metrics.buffer_windows.set(len(self.buffer))
-        self.metrics.buffer_bytes.set(self.buffer.nbytes)
-        if not watching and self._due():
+        if self._regime is not None:
+            self._maybe_start_regime(live)
+        elif self._due():
             self._start(live)
+
+    def request_regime(self, reason: str) -> None:
+        """Retrain on the latest readings, bypassing the gate: at once for an operator
+        (``streamae retrain --accept-recent``), once stable after a drift. Any thread."""
+        self._regime = reason
+        log.info("event=regime_retrain_requested reason=%s", reason)
+
+    def on_drift(self, event: dict) -> None:
+        """A drift monitor's listener: follow the drift only when the operator allows it."""
+        if self.settings.follow_drift:
+            self.request_regime("drift")
 
     @property
     def busy(self) -> bool:
-        """True while a job (retrain, rollback or publish) is queued or running."""
+        """True while a job (retrain, rollback, check or publish) is queued or running."""
         return self._job is not None and not self._job.done()
 
     def wait(self, timeout_s: float | None = None) -> None:
@@ -253,21 +168,24 @@ class Retrainer:
             self._job.exception(timeout=timeout_s)
 
     def close(self) -> None:
-        """Stop a training in flight at its next batch and wait for the worker."""
+        """Stop a training in flight (its child process within ``stop_grace_s``) and wait."""
         self.stop.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self._process is not None:
             self._process.close()
 
-    def _add(self, add: Callable[[np.ndarray], None], items: np.ndarray) -> None:
-        if len(items) == 0:
-            return
-        try:
-            add(items)
-        except ValueError:  # a new model with another input shape: start over
-            self.buffer.clear()
-            self.recent.clear()
-            add(items)
+    def _gate(self, live: LiveModel, values: np.ndarray, scores: np.ndarray,
+              flags: np.ndarray) -> bool:
+        """Route the batch into the rings; False while the threshold is cold."""
+        return self.gate.route(values, scores, flags, live.threshold.value)
+
+    def _flushed(self, flags: np.ndarray) -> None:
+        """After the gate routed its pending batches: the alarm rate outside a watch (the
+        rate 'before' a promotion), the buffer metrics."""
+        if self._watch is None:
+            self.rate.observe(flags)
+        self.metrics.buffer_windows.set(len(self.buffer))
+        self.metrics.buffer_bytes.set(self.buffer.nbytes)
 
     def _announce(self, live: LiveModel) -> None:
         """Publish a version this process did not build here (cold start, resumed)."""
@@ -279,55 +197,94 @@ class Retrainer:
                               {"origin": "announced"}, live.version)
 
     def _due(self) -> bool:
-        if self.busy:
+        """Every ``every_windows`` scored windows (so a starved buffer, all of it flagged,
+        still retrains and the reference check keeps holding the line), or every
+        ``every_seconds``; either once ``min_windows`` are buffered."""
+        fresh = self.gate.seen - self._mark
+        if (fresh < self.settings.every_windows
+                and self.clock() - self._last < self.settings.every_seconds):
             return False
-        fresh = self.buffer.added_total - self._mark
-        if fresh >= self.settings.every_windows and len(self.buffer) >= self.settings.min_windows:
-            return True
-        return (self.clock() - self._last >= self.settings.every_seconds
-                and len(self.buffer) >= self.settings.min_windows)
+        self.gate.flush()
+        return len(self.buffer) >= self.settings.min_windows
 
     def _start(self, live: LiveModel) -> None:
-        self._mark, self._last = self.buffer.added_total, self.clock()
-        data, flagged = self.buffer.snapshot(), self.buffer.flagged_snapshot()
+        self.gate.flush()
+        self._mark, self._last = self.gate.seen, self.clock()
+        data, confirmed = self.buffer.snapshot(), self.buffer.flagged_snapshot()
         recent = self.recent.snapshot()
-        log.info("event=retrain_started windows=%d flagged=%d calibration=%d champion=%d",
-                 len(data), len(flagged), len(recent), live.version)
-        self._job = self._executor.submit(self._job_guarded, live, live.threshold.value, data,
-                                          flagged, recent)
+        log.info("event=retrain_started windows=%d confirmed=%d calibration=%d champion=%d "
+                 "anchor=%d", len(data), len(confirmed), len(recent), live.version,
+                 self._anchor.live.version if self._anchor else live.version)
+        self._job = self._executor.submit(self._job_guarded, self._retrain, live, data,
+                                          confirmed, recent, self._anchor)
 
-    def _watching(self, live: LiveModel, flags: np.ndarray) -> bool:
-        """Feed the post-promotion rate; roll back when it explodes. True while watching."""
+    def _maybe_start_regime(self, live: LiveModel) -> None:
+        """An operator's request at once; a drift's once the latest readings are stable
+        (checked every quarter regime, so the loop pays for it rarely)."""
+        size = self.settings.regime_windows
+        if self._regime == "drift":
+            if self.gate.seen - self._regime_checked < size // 4:
+                return
+            self._regime_checked = self.gate.seen
+            self.gate.flush()
+            if not stable(self.latest.snapshot(), size, self.settings.regime_stable):
+                return
+        self.gate.flush()
+        data = self.latest.snapshot()
+        if len(data) < self.settings.min_windows:
+            return
+        reason, self._regime = self._regime, None
+        self._mark, self._last = self.gate.seen, self.clock()
+        log.info("event=retrain_started kind=regime reason=%s windows=%d champion=%d", reason,
+                 len(data), live.version)
+        self._job = self._executor.submit(self._job_guarded, self._retrain_regime, live, data,
+                                          reason)
+
+    def _watching(self, live: LiveModel, values: np.ndarray, flags: np.ndarray) -> bool:
+        """Feed the post-promotion rate; judge it when full. True while watching."""
         watch = self._watch
         assert watch is not None
         if live.version != watch.version:
             return live.version < watch.version  # batches of the old model still in flight
         watch.after.observe(flags)
+        watch.values.append(np.asarray(values, dtype=np.float32).copy())
         if watch.after.count < self.settings.rollback_window:
             return True
-        floor = max(watch.before, 1.0 - self.threshold_settings.quantile)
         self._watch = None
-        if watch.after.rate > self.settings.rollback_alert_ratio * floor:
-            log.warning("event=rollback version=%d rate_after=%.4f rate_before=%.4f",
-                        watch.version, watch.after.rate, watch.before)
-            self._job = self._executor.submit(self._rollback, watch.previous, watch.version)
-        else:
-            log.info("event=promotion_confirmed version=%d rate_after=%.4f rate_before=%.4f",
-                     watch.version, watch.after.rate, watch.before)
+        self._judge_watch(watch, live)
         self.rate.reset()
         return False
 
+    def _judge_watch(self, watch: Watch, live: LiveModel) -> None:
+        """An alarm rate that exploded or collapsed is checked in the background against
+        the previous model on the same readings; otherwise the promotion is confirmed."""
+        kind = change(watch, self._target(live.threshold.value),
+                      self.settings.rollback_alert_ratio)
+        log.info("event=%s version=%d rate_after=%.4f rate_before=%.4f",
+                 f"alarm_rate_{kind}" if kind else "promotion_confirmed", watch.version,
+                 watch.after.rate, watch.before)
+        if kind is not None:
+            self._job = self._executor.submit(self._check_watch, watch, kind, live,
+                                              self._anchor)
+
+    def _target(self, threshold: float | None) -> float:
+        t = self.threshold_settings
+        return target_rate(t.method, t.false_alarm_rate, t.quantile, threshold)
+
     # -- the worker thread ------------------------------------------------------------
-    def _job_guarded(self, champion: LiveModel, champion_threshold: float | None,
-                     data: np.ndarray, flagged: np.ndarray, recent: np.ndarray) -> str:
+    def _job_guarded(self, job: Callable[..., str], champion: LiveModel, *args: object) -> str:
         """Run one retrain; any failure keeps the old model and is counted."""
         started = time.monotonic()
         try:
             with self._stream():
-                outcome = self._retrain(champion, champion_threshold, data, flagged, recent)
+                outcome = job(champion, *args)
         except Exception as exc:  # every failure keeps the champion
             outcome = "failed"
-            log.exception("event=retrain_failed champion=%d error=%r", champion.version, exc)
+            if self.stop.is_set():  # closing: the training was stopped on purpose
+                log.info("event=retrain_stopped champion=%d", champion.version)
+            else:
+                log.exception("event=retrain_failed champion=%d error=%r", champion.version,
+                              exc)
         seconds = time.monotonic() - started
         self.metrics.retrains.labels(outcome=outcome).inc()
         self.metrics.retrain_seconds.observe(seconds)
@@ -342,37 +299,99 @@ class Retrainer:
             return nullcontext()
         return torch.cuda.stream(torch.cuda.Stream(device))
 
-    def _retrain(self, champion: LiveModel, champion_threshold: float | None,
-                 data: np.ndarray, flagged: np.ndarray, recent: np.ndarray) -> str:
-        train, holdout = split_holdout(data, self.settings.holdout_fraction)
-        detector = self.train(train, self.stop)
+    def _fit(self, data: np.ndarray) -> Detector:
+        detector = self.train(data, self.stop)
         if self.stop.is_set():
-            return "failed"
+            raise RuntimeError("stopped")
         self.metrics.train_loss.set(detector.train_loss)
         self.metrics.validation_loss.set(detector.val_loss)
         if not (math.isfinite(detector.train_loss) and math.isfinite(detector.val_loss)):
             raise ValueError(f"challenger loss is not finite: {detector.val_loss}")
-        challenger = Scorer(detector, self.device, self.max_batch)
+        return detector
+
+    def _retrain(self, champion: LiveModel, data: np.ndarray, confirmed: np.ndarray,
+                 recent: np.ndarray, anchor: _Anchor) -> str:
+        train, holdout = split_holdout(data, self.settings.holdout_fraction)
+        challenger = Scorer(self._fit(train), self.device, self.max_batch)
         scores = challenger.score(recent).scores if len(recent) else np.zeros(0, np.float32)
-        threshold = calibrate(self.threshold_settings, detector, scores)
-        own = Scorer(champion.detector, self.device, self.max_batch)  # a copy: no sharing
-        verdict = judge(own, champion_threshold, challenger, threshold.value, holdout, flagged,
-                        common_scale(train), self.settings)
-        log.info("event=challenger_judged promote=%s reason=%s champion_error=%.5f "
-                 "challenger_error=%.5f champion_recall=%s challenger_recall=%s",
-                 verdict.promote, verdict.reason, verdict.champion_error,
-                 verdict.challenger_error, verdict.champion_recall, verdict.challenger_recall)
+        threshold = calibrate(self.threshold_settings, challenger.detector, scores)
+        normal = recent[-len(holdout):] if len(recent) else holdout  # not trained on
+        verdict = self._judge(challenger, threshold, anchor, confirmed, data, normal)
+        self.verdicts.append(verdict)
+        log.info("event=challenger_judged promote=%s reason=%s part=%s recall=%.3f "
+                 "anchor_recall=%.3f far=%.5f far_limit=%.5f reference=%d confirmed=%d "
+                 "champion=%d anchor=%d", verdict.promote, verdict.reason, verdict.part,
+                 verdict.recall, verdict.anchor_recall,
+                 verdict.false_alarm_rate, verdict.far_limit, verdict.reference,
+                 verdict.confirmed, champion.version, anchor.live.version)
         if not verdict.promote:
             return "rejected"
         metadata = {"origin": "retrain", "windows": len(train), "holdout": len(holdout),
-                    "champion": champion.version, "reason": verdict.reason,
-                    "champion_error": verdict.champion_error,
-                    "challenger_error": verdict.challenger_error}
+                    "champion": champion.version, "anchor": anchor.live.version,
+                    "reason": verdict.reason, "recall": verdict.recall,
+                    "anchor_recall": verdict.anchor_recall,
+                    "false_alarm_rate": verdict.false_alarm_rate}
         self._install(challenger, threshold, metadata, watch=champion)
         return "promoted"
 
+    def _judge(self, challenger: Scorer, threshold: Threshold, anchor: _Anchor,
+               confirmed: np.ndarray, data: np.ndarray, normal: np.ndarray) -> Verdict:
+        """The absolute rule of ``reference`` on this challenger."""
+        fake = synthetic(data[-4 * self.settings.reference_synthetic:],
+                         self.settings.reference_synthetic)
+        reference = parts(confirmed, fake)
+        keeper = self._anchor_copy(anchor)
+        recalls = {name: (detection_rate(challenger.score(items).scores, threshold.value),
+                          detection_rate(keeper.score(items).scores, anchor.threshold))
+                   for name, items in reference.items()}
+        far = detection_rate(challenger.score(normal).scores, threshold.value)
+        limit = far_limit(self._target(threshold.value), len(normal), self.settings.far_ratio)
+        return judge(recalls, far, limit, {k: len(v) for k, v in reference.items()},
+                     self.settings.tolerance)
+
+    def _anchor_copy(self, anchor: _Anchor) -> Scorer:
+        """The job thread's own copy of the anchor's model (the loop scores with another)."""
+        if self._anchor_scorer is None or self._anchor_scorer.detector is not anchor.live.detector:
+            self._anchor_scorer = Scorer(anchor.live.detector, self.device, self.max_batch)
+        return self._anchor_scorer
+
+    def _retrain_regime(self, champion: LiveModel, data: np.ndarray, reason: str) -> str:
+        """Learn the latest readings as normal: fit, drop what the fit itself scores
+        outside ``gate_score`` (the new regime's own anomalies), fit again, install, and
+        make it the anchor; the old regime's buffers are dropped."""
+        detector = self._fit(data)
+        scores = Scorer(detector, self.device, self.max_batch).score(data).scores
+        inside = data[scores < self.settings.gate_score]
+        if self.settings.min_windows <= len(inside) < len(data):
+            detector = self._fit(inside)
+        challenger = Scorer(detector, self.device, self.max_batch)
+        threshold = calibrate(self.threshold_settings, detector, challenger.score(inside).scores)
+        metadata = {"origin": "regime", "reason": reason, "windows": len(inside),
+                    "champion": champion.version}
+        version = self._install(challenger, threshold, metadata, watch=champion, regime=True)
+        self.buffer.clear()
+        self._anchor = _Anchor(self.slot.live, threshold.value)
+        for listener in self.on_reanchor:
+            listener()
+        log.info("event=reanchored version=%d reason=%s", version, reason)
+        return "promoted"
+
+    def _check_watch(self, watch: Watch, kind: str, live: LiveModel, anchor: _Anchor) -> str:
+        """``rollback.should_roll_back`` in the background; a failure keeps the model."""
+        try:
+            check = Check(live, self._anchor_copy(anchor), anchor.threshold,
+                          self._target(live.threshold.value),
+                          self.settings.rollback_alert_ratio, self.settings.tolerance,
+                          self.settings.confirm_margin, self.device, self.max_batch)
+            if should_roll_back(watch, kind, check, self.buffer.add_flagged):
+                return self._rollback(watch.previous, watch.version)
+            return "confirmed"
+        except Exception as exc:
+            log.exception("event=watch_check_failed version=%d error=%r", watch.version, exc)
+            return "failed"
+
     def _install(self, scorer: Scorer, threshold: Threshold, metadata: dict,
-                 watch: LiveModel | None = None) -> int:
+                 watch: LiveModel | None = None, regime: bool = False) -> int:
         """Checkpoint (a new version), publish, swap: the order a restart can rely on.
         With ``watch`` (the champion) the next scores are judged for a rollback to it."""
         detector, state = scorer.detector, threshold.state()
@@ -383,8 +402,8 @@ class Retrainer:
         if scorer.device.type == "cuda":  # weights were copied on the training stream
             torch.cuda.current_stream(scorer.device).synchronize()
         if watch is not None:
-            self._watch = _Watch(version, watch, self.rate.rate,
-                                 AlarmRate(window_n=self.settings.rollback_window))
+            self._watch = Watch(version, watch, self.rate.rate,
+                                 AlarmRate(window_n=self.settings.rollback_window), regime)
         self.slot.swap(LiveModel(scorer, threshold, version))
         self.metrics.set_model(scorer.kind, version)
         log.info("event=model_swapped origin=%s version=%d threshold=%s", metadata["origin"],

@@ -12,11 +12,14 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 
+from streamae.drift import DriftMonitor
 from streamae.exceptions import AuthenticationError, InfrastructureError, SettingsError
-from streamae.health import HealthServer
+from streamae.health import Action, HealthServer
 from streamae.kafka_io import build_consumer, build_producer, ensure_topics, missing_topics
 from streamae.live import ModelSlot, load_live
+from streamae.messages import encode_json
 from streamae.metrics import Metrics
 from streamae.modelbus import ModelPublisher, ModelSubscriber, ensure_model_topic
 from streamae.pipeline import Daemon, RunStats
@@ -32,7 +35,7 @@ RETRY_PAUSE_S = 5.0
 def output_topics(settings: Settings) -> list[str]:
     kafka = settings.kafka
     topics = [kafka.output_topic, kafka.dead_letter_topic, kafka.scores_topic,
-              kafka.latent_topic]
+              kafka.latent_topic, kafka.drift_topic if settings.drift.enabled else None]
     return [topic for topic in topics if topic]
 
 
@@ -62,9 +65,10 @@ def serve(settings: Settings, max_messages: int | None = None,
     """The health server and signal handlers first (nothing before them can block), then
     the broker (retried within the outage budget), the model, the daemon."""
     metrics, probes, stop = Metrics(), Probes(), threading.Event()
+    actions: dict[str, Action] = {}  # filled by the roles, served by the health server
     with contextlib.ExitStack() as stack:
         if settings.metrics_port:
-            stack.enter_context(health_server(settings, metrics, probes))
+            stack.enter_context(health_server(settings, metrics, probes, actions))
         stack.enter_context(stop_on_signals(stop))
         probes.status = f"connecting to the broker at {settings.kafka.bootstrap_servers}"
         if not connect(settings.kafka, output_topics(settings), stop,
@@ -84,19 +88,21 @@ def serve(settings: Settings, max_messages: int | None = None,
                         slot=slot)
         daemon.stop_event = stop
         probes.daemon = daemon
-        attach_model_roles(settings, daemon, stack)
+        attach_model_roles(settings, daemon, stack, actions)
         log.info("event=daemon_started role=%s topics=%s group=%s device=%s", settings.role,
                  ",".join(settings.kafka.input_topics), settings.kafka.group_id,
                  settings.device)
         return daemon.run(max_messages=max_messages, timeout_s=timeout_s)
 
 
-def health_server(settings: Settings, metrics: Metrics, probes: Probes) -> HealthServer:
-    """The HTTP endpoints on STREAMAE_METRICS_HOST:STREAMAE_METRICS_PORT."""
+def health_server(settings: Settings, metrics: Metrics, probes: Probes,
+                  actions: dict[str, Action]) -> HealthServer:
+    """The HTTP endpoints on STREAMAE_METRICS_HOST:STREAMAE_METRICS_PORT (``actions``: the
+    POST endpoints, filled in once the roles exist)."""
     host, port = settings.metrics_host, settings.metrics_port
     try:
         return HealthServer(metrics.registry, probes.liveness, probes.readiness, host=host,
-                            port=port)
+                            port=port, actions=actions)
     except OSError as exc:
         raise SettingsError(f"STREAMAE_METRICS_PORT={port}: cannot listen on {host}:{port} "
                             f"({exc.strerror or exc}); is another process using it? Choose "
@@ -131,12 +137,27 @@ def connect(kafka: KafkaSettings, topics: list[str], stop: threading.Event,
             return False
 
 
-def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.ExitStack) -> None:
+def drift_sender(settings: Settings, daemon: Daemon) -> Callable[[dict], None]:
+    """Drift events go to ``kafka.drift_topic`` with the daemon's producer (loop thread)."""
+    def send(event: dict) -> None:
+        daemon._send(settings.kafka.drift_topic, encode_json(event), b"drift")
+    return send
+
+
+def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.ExitStack,
+                       actions: dict[str, Action] | None = None) -> None:
     """By role: ``trainer`` and ``all`` retrain and publish to the model topic, ``scorer``
-    follows the model topic and never retrains. Everything closes with ``stack``."""
+    follows the model topic and never retrains. Every role reports drift. Everything
+    closes with ``stack``."""
     retrain, kafka = settings.retrain, settings.kafka
+    actions = actions if actions is not None else {}
     ensure_model_topic(kafka, retrain.model_max_bytes)
+    monitor = DriftMonitor(settings.drift, daemon.metrics, drift_sender(settings, daemon),
+                           follow=retrain.enabled and retrain.follow_drift
+                           and settings.role != "scorer")
+    daemon.scored_hooks.append(monitor.observe)
     if settings.role == "scorer":
+        actions["/retrain"] = lambda: (False, "a scorer does not retrain; ask the trainer")
         subscriber = ModelSubscriber(kafka, retrain.model_max_bytes, daemon.slot,
                                      settings.device, settings.batch.max_size, daemon.metrics,
                                      kind=settings.model.kind)
@@ -150,6 +171,17 @@ def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.Exi
                           max_batch=settings.batch.max_size)
     stack.callback(retrainer.close)  # runs before publisher.close: stack order is LIFO
     daemon.scored_hooks.append(retrainer.observe)
+    monitor.listeners.append(retrainer.on_drift)
+    retrainer.on_reanchor.append(monitor.reset)
+    actions["/retrain"] = lambda: accept_recent(retrainer)
+
+
+def accept_recent(retrainer: Retrainer) -> tuple[bool, str]:
+    """The operator's ``POST /retrain``: learn the latest readings as normal, now."""
+    if not retrainer.settings.enabled:
+        return False, "retraining is disabled (STREAMAE_RETRAIN__ENABLED=false)"
+    retrainer.request_regime("operator")
+    return True, "retraining on recent data once the job in flight (if any) is done"
 
 
 @contextlib.contextmanager

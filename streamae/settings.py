@@ -71,6 +71,7 @@ class KafkaSettings(Section):
     model_topic: str = "streamae.models"  # compacted; trainer publishes, scorers load
     incidents_topic: str = "streamae.incidents"  # compacted, keyed by incident id
     incident_state_topic: str = "streamae.incidents.state"  # compacted; restart state
+    drift_topic: str = "streamae.drift"  # drift events (streamae.drift/v1)
     group_id: str = "streamae"
     client_id: str = "streamae"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -218,26 +219,49 @@ class IncidentSettings(Section):
 
 class RetrainSettings(Section):
     enabled: bool = True
-    every_windows: int = Field(5_000, ge=10)
+    every_windows: int = Field(5_000, ge=10)  # scored windows between retrains
     every_seconds: float = Field(3_600, gt=0)
     buffer_max_windows: int = Field(50_000, ge=10)
     buffer_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
-    gate: float = Field(0.8, gt=0)  # only scores below gate * threshold enter the buffer
+    # Only readings scored below this calibrated score enter the training buffer (2: inside
+    # 99% of normal), and never above the threshold in force.
+    gate_score: float = Field(2.0, gt=0)
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    tolerance: float = Field(0.05, ge=0)  # challenger may be this much worse and still win
-    rollback_alert_ratio: float = Field(5.0, gt=1)
+    # A challenger must flag the reference set at >= the anchor model's rate - tolerance.
+    tolerance: float = Field(0.05, ge=0, le=1)
+    # Flagged windows scored this far above the threshold are confirmed anomalies (2: a
+    # hundred times rarer than the threshold), kept across versions in the reference set.
+    confirm_margin: float = Field(2.0, ge=0)
+    reference_synthetic: int = Field(300, ge=0)  # synthetic anomalies in the reference set
+    far_ratio: float = Field(3.0, ge=1)  # challenger FAR on recent normal <= ratio x target
+    rollback_alert_ratio: float = Field(5.0, gt=1)  # explosion (or collapse) factor
     rollback_window: int = Field(1_000, ge=10)  # scores after a promotion judged for rollback
     min_windows: int = Field(200, ge=10)  # a retrain needs at least this many buffered
-    flagged_windows: int = Field(256, ge=0)  # recent flagged windows kept to check challengers
-    flagged_min_windows: int = Field(10, ge=1)  # the flagged check needs this many
-    flagged_recall: float = Field(0.5, ge=0, le=1)  # share of the champion's hits to keep
+    flagged_windows: int = Field(256, ge=0)  # confirmed anomalies kept for the reference set
     calibration_windows: int = Field(5_000, ge=100)  # recent normal windows for the threshold
+    # Drift: retrain on the new regime once it is stable (bypassing the gate, re-anchoring
+    # the reference); false: keep alarming and say so.
+    follow_drift: bool = False
+    regime_windows: int = Field(2_000, ge=100)  # a regime is stable over 2 x this many
+    regime_stable: float = Field(0.25, gt=0)  # max mean shift (in stds) between the halves
     model_max_bytes: int = Field(64 * 1024 * 1024, ge=1_048_576)  # model topic message limit
-    # Where training runs: "process" (a worker process with its own GIL and torch threads,
-    # so CPU scoring keeps its pace), "thread" (in process, on its own CUDA stream on a GPU);
-    # "auto" picks thread on CUDA, process on CPU.
+    # Where training runs: "process" (a child process per retrain, with its own GIL and
+    # torch threads, so CPU scoring keeps its pace), "thread" (in process, on its own CUDA
+    # stream on a GPU); "auto" picks thread on CUDA, process on CPU.
     executor: Literal["auto", "thread", "process"] = "auto"
+    start_method: Literal["auto", "fork", "spawn"] = "auto"  # auto: fork where available
+    stop_grace_s: float = Field(2.0, ge=0)  # a training child still alive then is killed
     train_threads: int = Field(1, ge=1, le=256)  # torch threads of the training process
+
+
+class DriftSettings(Section):
+    """Page-Hinkley on the share of readings scored above ``level`` (streamae/drift.py)."""
+
+    enabled: bool = True
+    level: float = Field(2.0, gt=0)  # readings scored above this count as exceedances
+    delta: float = Field(0.005, ge=0)  # tolerated rise of the exceedance share
+    threshold: float = Field(500.0, gt=0)  # excess exceedances (in readings) that signal drift
+    min_instances: int = Field(1_000, ge=1)  # readings before a drift can be signalled
 
 
 class CheckpointSettings(Section):
@@ -270,6 +294,7 @@ class Settings(BaseSettings):
     threshold: ThresholdSettings = ThresholdSettings()
     incident: IncidentSettings = IncidentSettings()
     retrain: RetrainSettings = RetrainSettings()
+    drift: DriftSettings = DriftSettings()
     checkpoints: CheckpointSettings = CheckpointSettings()
 
 

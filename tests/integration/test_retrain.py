@@ -11,8 +11,10 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from streamae.checkpoints import save_checkpoint
 from streamae.demo import DemoStream
 from streamae.kafka_io import build_consumer, build_producer
 from streamae.live import train_detector
@@ -20,6 +22,8 @@ from streamae.metrics import Metrics
 from streamae.modelbus import record_version
 from streamae.pipeline import Daemon
 from streamae.retrain import Retrainer
+from streamae.settings import ModelSettings
+from streamae.thresholds import FalseAlarmRateThreshold
 from tests.integration.conftest import settings_from
 
 pytestmark = pytest.mark.integration
@@ -128,8 +132,7 @@ def test_scorer_replica_follows_the_trainer_through_the_model_topic(
                         STREAMAE_WARMUP_SIZE="500", STREAMAE_MODEL__EPOCHS="10",
                         STREAMAE_RETRAIN__EVERY_WINDOWS="1000",
                         STREAMAE_RETRAIN__MIN_WINDOWS="200",
-                        STREAMAE_RETRAIN__TOLERANCE="10",
-                        STREAMAE_RETRAIN__FLAGGED_RECALL="0",
+                        STREAMAE_RETRAIN__TOLERANCE="1",
                         STREAMAE_RETRAIN__ROLLBACK_ALERT_RATIO="1000")
     topic = common["STREAMAE_KAFKA__INPUT_TOPICS"]
     trainer_env = {**common, "STREAMAE_ROLE": "trainer"}
@@ -176,3 +179,64 @@ def test_scorer_replica_follows_the_trainer_through_the_model_topic(
 def scored_versions(read_topic, env: dict) -> set[int]:
     records = read_topic(env["STREAMAE_KAFKA__SCORES_TOPIC"], idle_s=1.0, timeout_s=20)
     return {json.loads(r.value)["model_version"] for r in records}
+
+
+def log_time(text: str, event: str) -> float:
+    """Epoch seconds of the first log line with ``event`` (the key=value ``ts`` field)."""
+    line = next(line for line in text.splitlines() if event in line)
+    stamp = line.split()[0].removeprefix("ts=").removesuffix("Z")
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + float(stamp[19:])
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_training_runs_only_when_due_and_sigterm_ends_it_within_10_seconds(
+        daemon_env, produce, spawn_daemon):
+    """No training process before a retrain is due; a due one starts within seconds; a
+    SIGTERM while it trains (for ever: epochs 10^5) ends the daemon within 10 s."""
+    env = daemon_env(STREAMAE_MODEL__EPOCHS="100000", STREAMAE_MODEL__PATIENCE="100000",
+                     STREAMAE_RETRAIN__EVERY_WINDOWS="1500",
+                     STREAMAE_RETRAIN__MIN_WINDOWS="100")
+    messages = demo(3_000, seed=13)
+    values = np.array([list(m["values"].values()) for _, m in messages], dtype=np.float32)
+    detector = train_detector(values[:1_000], ModelSettings(epochs=5), "cpu")
+    save_checkpoint(Path(env["STREAMAE_CHECKPOINTS__DIRECTORY"]), detector,
+                    threshold_state=FalseAlarmRateThreshold(1e-4).state(),
+                    metadata={"origin": "test"})
+    topic = env["STREAMAE_KAFKA__INPUT_TOPICS"]
+    produce(topic, messages[:1_000])
+    proc = spawn_daemon(env)
+    log_path = Path(proc.log_path)
+    try:
+        wait_for(lambda: "event=daemon_started" in log_path.read_text(), 90, "the daemon",
+                 [proc])
+        time.sleep(5)  # 1,000 readings scored: not due yet
+        assert "event=trainer_started" not in log_path.read_text()
+        assert children_of(proc.pid) == []
+        produce(topic, messages[1_000:])
+        wait_for(lambda: "event=trainer_started" in log_path.read_text(), 60,
+                 "the training process", [proc])
+        text = log_path.read_text()
+        assert log_time(text, "event=trainer_started") - log_time(
+            text, "event=retrain_started") < 10.0
+        time.sleep(2)  # well into training
+        assert children_of(proc.pid), "no training child while training"
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert time.monotonic() - began < 10.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, log_path.read_text()[-3000:]

@@ -1,8 +1,9 @@
 """Evidence on real data: gating the replay buffer keeps the daemon alarming through an anomaly.
 
 A few SKAB files stream through the daemon (in-memory clients, the benchmark's path); with
-the gate the retrainer never learns the anomalous segment, without it (gate 1e9) it does
-and misses more anomalous rows. ``benchmarks/skab_retrain.py`` prints the full table.
+the gate the retrainer never learns the anomalous segment, with the gate at the threshold
+(gate_score 1e9: everything scored normal) it learns more of it and misses more rows.
+``benchmarks/skab_retrain.py`` prints the full table.
 """
 
 from __future__ import annotations

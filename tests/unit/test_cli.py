@@ -212,3 +212,16 @@ def test_a_missing_input_topic_is_not_an_error_in_the_log(capsys, level, shown):
     assert not [line for line in err.splitlines() if "not found" in line and "error" in line]
     assert ("level=debug logger=kafka.cluster Topic in not found" in err) == shown
     assert "level=error logger=kafka.cluster Topic x is not authorized" in err
+
+
+def test_retrain_accept_recent_posts_to_the_daemon(monkeypatch, capsys):
+    from streamae.health import HealthServer
+    from streamae.metrics import Metrics
+
+    asked = []
+    actions = {"/retrain": lambda: (asked.append(True) or True, "retraining on recent data")}
+    with HealthServer(Metrics().registry, live=lambda: (True, "ok"), ready=lambda: (True, "ok"),
+                      host="127.0.0.1", port=0, actions=actions) as srv:
+        monkeypatch.setenv("STREAMAE_METRICS_PORT", str(srv.port))
+        assert main(["retrain", "--accept-recent"]) == 0
+    assert asked == [True] and "retraining on recent data" in capsys.readouterr().out

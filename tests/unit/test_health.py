@@ -52,3 +52,26 @@ def test_fresh_registries_do_not_collide():
     first, second = Metrics(), Metrics()
     first.anomalies.inc()
     assert second.registry.get_sample_value("streamae_anomalies_total") == 0
+
+
+def post(port, path):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_operator_actions_are_posts_filled_in_after_start():
+    actions = {}
+    calls = []
+    with HealthServer(Metrics().registry, live=lambda: (True, "ok"),
+                      ready=lambda: (True, "ok"), host="127.0.0.1", port=0,
+                      actions=actions) as srv:
+        assert post(srv.port, "/retrain")[0] == 404  # nothing registered yet
+        actions["/retrain"] = lambda: (calls.append(1) or True, "retraining")
+        assert post(srv.port, "/retrain") == (202, "retraining\n")
+        actions["/retrain"] = lambda: (False, "a scorer does not retrain")
+        assert post(srv.port, "/retrain")[0] == 409
+    assert calls == [1]

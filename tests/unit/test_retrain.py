@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,16 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from streamae.checkpoints import checkpoint_from_bytes, load_latest, save_checkpoint
 from streamae.exceptions import ModelError
+from streamae.gate import gate_limit
 from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
 from streamae.metrics import Metrics
-from streamae.retrain import (
-    Retrainer,
-    calibrate,
-    common_scale,
-    gate_limit,
-    judge,
-    split_holdout,
-)
+from streamae.retrain import Retrainer, calibrate, split_holdout
 from streamae.scoring import Scorer
 from streamae.settings import (
     CheckpointSettings,
@@ -27,7 +22,7 @@ from streamae.settings import (
     RetrainSettings,
     ThresholdSettings,
 )
-from streamae.thresholds import classify_and_learn
+from streamae.thresholds import FalseAlarmRateThreshold, StaticThreshold, classify_and_learn
 
 MODEL = ModelSettings(hidden_sizes=[16, 8], latent_size=2, epochs=25, batch_size=16, patience=4,
                       learning_rate=5e-3)
@@ -106,37 +101,44 @@ def test_split_holdout_takes_the_newest_slice():
     assert holdout[0, 0] == 80 and train[-1, 0] == 78
 
 
-def test_gate_limit():
-    assert gate_limit(None, 0.8) is None
-    assert gate_limit(3.0, 0.8) == pytest.approx(2.4)
-    assert gate_limit(-1.0, 0.8) == -1.0
+def test_gate_limit_is_absolute_and_never_above_the_threshold():
+    assert gate_limit(None, 2.0) is None
+    assert gate_limit(4.0, 2.0) == 2.0  # the same for every threshold above it
+    assert gate_limit(8.0, 2.0) == 2.0
+    assert gate_limit(1.5, 2.0) == 1.5
 
 
-def test_gate_keeps_flagged_windows_out_of_the_buffer(tmp_path, champion_detector):
-    h = Harness(tmp_path, champion_detector, every_windows=10_000)
-    live = h.slot.live
-    values = np.concatenate([normal(40, seed=3), anomalous(10)])
-    value = live.threshold.value
-    scores = np.r_[np.full(30, 0.1 * value), np.full(10, 0.9 * value), np.full(10, 2 * value)]
-    flags = scores > value
-    h.retrainer.observe(live, values, scores.astype(np.float32), flags)
-    assert len(h.retrainer.buffer) == 30  # below gate * threshold only
+def test_gate_admits_only_readings_well_inside_normal(tmp_path, champion_detector):
+    h = Harness(tmp_path, champion_detector, every_windows=10_000, gate_score=2.0,
+                confirm_margin=2.0)
+    live = LiveModel(h.slot.live.scorer, FalseAlarmRateThreshold(1e-4), 1)  # score 4
+    values = np.concatenate([normal(40, seed=3), anomalous(20)])
+    # inside normal; near the threshold (leaked under the old relative gate); barely
+    # flagged; flagged far above the threshold (confirmed)
+    scores = np.r_[np.full(30, 0.5), np.full(10, 3.9), np.full(10, 5.0),
+                   np.full(10, 7.0)].astype(np.float32)
+    flags = scores > 4.0
+    h.retrainer.observe(live, values, scores, flags)
+    assert len(h.retrainer.latest) == 0  # batches are routed together, later
+    h.retrainer.gate.flush()
+    expected = 30
+    assert len(h.retrainer.buffer) == expected
     np.testing.assert_array_equal(h.retrainer.buffer.snapshot(), values[:30])
-    np.testing.assert_array_equal(h.retrainer.buffer.flagged_snapshot(), values[40:])
+    np.testing.assert_array_equal(h.retrainer.buffer.flagged_snapshot(), values[50:])
     assert len(h.retrainer.recent) == 40  # every window scored normal, for calibration
-    assert h.metrics.registry.get_sample_value("streamae_buffer_windows") == 30
-    assert h.metrics.registry.get_sample_value("streamae_buffer_bytes") == 30 * 8 * 4
+    assert len(h.retrainer.latest) == 60  # every window, for a regime retrain
+    assert h.metrics.registry.get_sample_value("streamae_buffer_windows") == expected
     h.close()
 
 
-def test_gate_off_lets_everything_into_the_buffer(tmp_path, champion_detector):
-    h = Harness(tmp_path, champion_detector, every_windows=10_000, gate=1e9)
+def test_a_high_gate_score_still_keeps_flagged_readings_out(tmp_path, champion_detector):
+    h = Harness(tmp_path, champion_detector, every_windows=10_000, gate_score=1e9)
     live = h.slot.live
     values = anomalous(20)
-    scores = np.full(20, 10 * live.threshold.value, dtype=np.float32)
+    scores = np.full(20, live.threshold.value + 1.0, dtype=np.float32)
     h.retrainer.observe(live, values, scores, np.ones(20, dtype=bool))
-    assert len(h.retrainer.buffer) == 20
-    assert len(h.retrainer.buffer.flagged_snapshot()) == 0
+    h.retrainer.gate.flush()
+    assert len(h.retrainer.buffer) == 0
     h.close()
 
 
@@ -161,7 +163,7 @@ def test_retrain_promotes_checkpoints_publishes_and_swaps(tmp_path, champion_det
 
 
 def test_recalibrated_threshold_keeps_the_alert_rate(tmp_path, champion_detector):
-    h = Harness(tmp_path, champion_detector, tolerance=10.0, every_windows=600)
+    h = Harness(tmp_path, champion_detector, every_windows=600)
     h.feed(normal(700, seed=5))
     assert h.slot.live.version >= 2
     fresh = normal(4_000, seed=99)
@@ -226,36 +228,73 @@ def test_challenger_that_learnt_the_anomaly_is_rejected(tmp_path, champion_detec
     def train_on_anomaly(data, stop):
         return train_detector(np.concatenate([data, anomalous(600, seed=4)]), MODEL, "cpu")
 
-    h = Harness(tmp_path, champion_detector, train=train_on_anomaly, tolerance=10.0)
+    h = Harness(tmp_path, champion_detector, train=train_on_anomaly)
     h.feed(np.concatenate([anomalous(60, seed=8), normal(400, seed=5)]))
     assert len(h.retrainer.buffer.flagged_snapshot()) >= 10
     assert h.count("rejected") >= 1 and h.count("promoted") == 0
+    assert h.retrainer.verdicts[0].reason == "misses_reference"
     h.close()
 
 
-def test_judge_compares_on_a_common_scale(champion_detector):
-    champion = Scorer(champion_detector, "cpu")
-    holdout = normal(200, seed=21)
-    settings = RetrainSettings(tolerance=0.05)
-    verdict = judge(champion, 3.0, champion, 3.0, holdout, np.zeros((0, 8), np.float32),
-                    common_scale(holdout), settings)
-    assert verdict.promote and verdict.champion_error == pytest.approx(verdict.challenger_error)
+def test_promotions_do_not_compound_the_anchor_stays(tmp_path, champion_detector):
+    """Every challenger is measured against the first model on the same reference set."""
+    h = Harness(tmp_path, champion_detector, every_windows=300, rollback_window=50)
+    h.feed(normal(1_300, seed=5))
+    assert len(h.retrainer.verdicts) >= 2
+    assert h.retrainer._anchor.live.version == 1
+    for verdict in h.retrainer.verdicts:
+        assert verdict.reference >= 300
+        if verdict.promote:
+            assert verdict.recall >= verdict.anchor_recall - h.settings.tolerance
+    h.close()
+
+
+def watch_with(h: Harness, live: LiveModel, data: np.ndarray) -> None:
+    """Feed ``data`` scored and flagged by ``live`` (a promoted model gone wrong)."""
+    for start in range(0, len(data), 50):
+        values = data[start : start + 50]
+        scores = live.scorer.score(values).scores
+        h.retrainer.observe(live, values, scores, live.threshold.classify(scores))
+    h.retrainer.wait(timeout_s=30)
 
 
 def test_alert_explosion_after_promotion_rolls_back(tmp_path, champion_detector):
-    h = Harness(tmp_path, champion_detector, tolerance=10.0, every_windows=300)
+    h = Harness(tmp_path, champion_detector, every_windows=300)
     h.feed(normal(400, seed=5))
     promoted = h.slot.live
     assert promoted.version == 2
-    flags = np.ones(50, dtype=bool)  # everything flagged: the challenger went wrong
-    for _ in range(4):
-        values = normal(50, seed=6)
-        h.retrainer.observe(h.slot.live, values, h.slot.live.scorer.score(values).scores, flags)
-    h.retrainer.wait(timeout_s=30)
+    broken = LiveModel(promoted.scorer, StaticThreshold(0.01), 2)  # flags everything
+    watch_with(h, broken, normal(200, seed=6))
     live = h.slot.live
     assert live.version == 3 and live.scorer is not promoted.scorer
     assert h.metrics.registry.get_sample_value("streamae_rollbacks_total") == 1
     assert load_latest(tmp_path / "ck", device="cpu").metadata["origin"] == "rollback"
+    h.close()
+
+
+def test_an_explosion_the_previous_model_shares_is_the_data_not_the_model(
+        tmp_path, champion_detector):
+    """A fault that starts right after a promotion raises both models' alarm rates."""
+    h = Harness(tmp_path, champion_detector, every_windows=300)
+    h.feed(normal(400, seed=5))
+    assert h.slot.live.version == 2
+    watch_with(h, h.slot.live, anomalous(200, seed=6))
+    assert "rolled_back" not in h.retrainer.outcomes
+    assert not h.metrics.registry.get_sample_value("streamae_rollbacks_total")
+    h.close()
+
+
+def test_alarm_collapse_that_misses_confirmed_anomalies_rolls_back(tmp_path, champion_detector):
+    h = Harness(tmp_path, champion_detector, every_windows=300, rollback_window=100)
+    mixed = normal(400, seed=5)
+    mixed[::5] = anomalous(80, seed=9)  # 20% anomalous: the alarm rate before is high
+    h.feed(mixed[:300])  # the retrain is due with the last batch: the watch starts next
+    promoted = h.slot.live
+    assert promoted.version == 2
+    blind = LiveModel(promoted.scorer, StaticThreshold(1e6), 2)  # flags nothing
+    watch_with(h, blind, mixed[300:])
+    assert h.slot.live.version == 3
+    assert h.metrics.registry.get_sample_value("streamae_rollbacks_total") == 1
     h.close()
 
 
@@ -291,7 +330,7 @@ def test_close_stops_a_long_training(tmp_path, champion_detector):
 
 def test_process_trainer_returns_an_equivalent_detector():
     """Training in a spawned worker (the CPU default) brings the detector back intact."""
-    from streamae.retrain import ProcessTrainer
+    from streamae.trainer_process import ProcessTrainer
 
     trainer = ProcessTrainer(MODEL, "cpu", threads=1)
     try:
@@ -301,3 +340,20 @@ def test_process_trainer_returns_an_equivalent_detector():
     scores = Scorer(detector, "cpu").score(normal(50, seed=4)).scores
     assert detector.model.kind == "dense" and np.all(np.isfinite(scores))
     assert detector.val_loss < 1.0
+    assert not trainer.alive  # the child ends with the retrain: nothing lingers
+
+
+def test_a_stopped_training_child_ends_within_its_grace_period():
+    """SIGTERM leads to stop: the child is asked, then made, to end; nothing lingers."""
+    from streamae.trainer_process import ProcessTrainer
+
+    endless = MODEL.model_copy(update={"epochs": 100_000, "patience": 100_000})
+    trainer = ProcessTrainer(endless, "cpu", threads=1, grace_s=1.0)
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    began = time.monotonic()
+    with pytest.raises(ModelError, match="stopped"):
+        trainer(normal(300, seed=3), stop)
+    assert time.monotonic() - began < 5.0
+    assert not trainer.alive
+    assert trainer.started_s is not None and trainer.started_s < 5.0
