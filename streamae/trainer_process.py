@@ -43,6 +43,7 @@ POLL_S = 0.2
 def _child(conn: Connection, stop: threading.Event, data: np.ndarray, model: ModelSettings,
            device: str, normalisation: str, threads: int) -> None:
     """The child's whole life: train, send the checkpoint blob (or the error) back."""
+    _stop_when_orphaned(stop)
     try:
         os.nice(NICENESS)
         torch.set_num_threads(threads)
@@ -52,6 +53,19 @@ def _child(conn: Connection, stop: threading.Event, data: np.ndarray, model: Mod
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
+
+
+def _stop_when_orphaned(stop: threading.Event) -> None:
+    """A parent killed outright (SIGKILL, OOM) cannot stop its child: the child watches for
+    being re-parented and stops training at its next batch, so nothing lingers."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stop.wait(POLL_S * 5):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def start_method(requested: str = "auto", device: str = "cpu") -> str:

@@ -21,7 +21,7 @@ from tests.integration.test_poison import good
 
 pytestmark = pytest.mark.integration
 
-OUTAGE_S = 20
+OUTAGE_S = 60  # the outage: the broker stopped for a minute under load
 
 
 def produce(bootstrap: str, topic: str, start: int, count: int) -> None:
