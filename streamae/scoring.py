@@ -62,6 +62,25 @@ def _centre_scale(values: np.ndarray, method: ErrorMethod) -> tuple[np.ndarray, 
     return centre.astype(np.float32), np.maximum(scale, floor).astype(np.float32)
 
 
+def feature_weights(feature_mean: np.ndarray) -> np.ndarray:
+    """Per feature: 1 / its typical error, floored at a share of the typical feature's
+    (a pixel of blank background must not weigh a thousand times a stroke)."""
+    typical = np.asarray(feature_mean, dtype=np.float64)
+    floor = max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(typical)))
+    return (1.0 / np.maximum(typical, floor)).astype(np.float32)
+
+
+def weighted_raw(model_scores: np.ndarray, feature_errors: np.ndarray, weight: np.ndarray,
+                 feature_mean: np.ndarray) -> np.ndarray:
+    """Mean of weighted feature errors (B,), plus what the model adds beyond reconstruction
+    (a VAE's KL term) at the mean weight."""
+    flat = np.asarray(feature_errors, dtype=np.float32).reshape(len(feature_errors), -1)
+    weighted = flat @ (weight.reshape(-1) / flat.shape[1])
+    extra = np.asarray(model_scores, dtype=np.float32).ravel() - flat.mean(axis=1)
+    mean_error = max(float(np.mean(feature_mean)), MIN_SCALE)
+    return weighted + np.maximum(extra, 0.0) / mean_error
+
+
 @dataclass
 class ErrorStats:
     """How large errors are on normal data: per sample (calibrated) and per feature (z).
@@ -79,26 +98,12 @@ class ErrorStats:
     feature_mean: np.ndarray  # (*input_shape,) mean error, weighs features in the raw score
 
     def __post_init__(self) -> None:
-        self._weight: np.ndarray | None = None
-
-    def _weights(self) -> np.ndarray:
-        """Per feature: 1 / its typical error, floored at a share of the typical feature's
-        (a pixel of blank background must not weigh a thousand times a stroke)."""
-        if self._weight is None:
-            typical = np.asarray(self.feature_mean, dtype=np.float64)
-            floor = max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(typical)))
-            self._weight = (1.0 / np.maximum(typical, floor)).astype(np.float32)
-        return self._weight
+        self._weight = feature_weights(self.feature_mean)
 
     def sample_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray) -> np.ndarray:
         """A model's per-sample scores (B,) and feature errors (B, *shape) -> raw scores:
         the mean of feature errors, each in units of its typical error."""
-        flat = np.asarray(feature_errors, dtype=np.float32).reshape(len(feature_errors), -1)
-        weighted = flat @ (self._weights().reshape(-1) / flat.shape[1])
-        # What the model adds beyond reconstruction (a VAE's KL term), at the mean weight.
-        extra = np.asarray(model_scores, dtype=np.float32).ravel() - flat.mean(axis=1)
-        mean_error = max(float(np.mean(self.feature_mean)), MIN_SCALE)
-        return weighted + np.maximum(extra, 0.0) / mean_error
+        return weighted_raw(model_scores, feature_errors, self._weight, self.feature_mean)
 
     @classmethod
     def from_errors(
@@ -112,8 +117,7 @@ class ErrorStats:
             raise ModelError(f"need >= 2 matching errors, got {len(scores)}/{len(errors)}")
         f_centre, f_scale = _centre_scale(errors, method)
         f_mean = errors.mean(axis=0).astype(np.float32)
-        uncalibrated = cls(method, TailCalibration.fit(scores), f_centre, f_scale, f_mean)
-        raw = uncalibrated.sample_raw(scores, errors)
+        raw = weighted_raw(scores, errors, feature_weights(f_mean), f_mean)
         return cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean)
 
     def normalise_scores(self, raw: np.ndarray) -> np.ndarray:
