@@ -302,10 +302,10 @@ def test_time_trigger_needs_min_windows(tmp_path, champion_detector):
     now = [0.0]
     h = Harness(tmp_path, champion_detector, clock=lambda: now[0], every_windows=100_000,
                 every_seconds=60, min_windows=100)
-    h.feed(normal(50, seed=5))
+    h.feed(normal(40, seed=5))
     now[0] = 120.0
-    h.feed(normal(50, seed=6))
-    assert h.retrainer.outcomes == []  # not enough buffered yet
+    h.feed(normal(40, seed=6))
+    assert h.retrainer.outcomes == []  # 80 scored: fewer than min_windows can be buffered
     h.feed(normal(100, seed=7))
     assert len(h.retrainer.outcomes) == 1
     h.close()
