@@ -101,11 +101,11 @@ def evaluate(readings: list[DemoReading], events: list[dict], anomalies: list[di
     """The figures of the module docstring, as a dict."""
     every = episodes(readings)
     labelled = [e for e in every if e.first_visible_ms is not None]
-    # An incident over an episode of faint readings only (labelled, but too faint to count
-    # as a visible episode) is a detection, not a false incident.
-    on_anomalies = {i["id"] for e in every for i in covering(e, final_incidents(events))}
     detected = [e for e in labelled if flagged_in(e, anomalies)]
     incidents = final_incidents(events)
+    # An incident over an episode of faint readings only (labelled, but too faint to count
+    # as a visible episode) is a detection, not a false incident.
+    on_anomalies = {i["id"] for e in every for i in covering(e, incidents)}
     covers = [covering(e, incidents) for e in detected]
     shared = Counter(i["id"] for cover in covers for i in cover)
     opened = {e["id"]: e["opened_ts_ms"] for e in events if e["event"] == "opened"}
