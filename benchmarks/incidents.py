@@ -37,7 +37,7 @@ import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from streamae.demo import KINDS, DemoReading, DemoStream
+from streamae.demo import CLEAN_PREFIX, KINDS, DemoReading, DemoStream
 from streamae.service import serve
 from streamae.settings import Settings
 
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--pumps", type=int, default=4, help="keys of the demo stream")
     parser.add_argument("--anomaly-rate", type=float, default=0.002,
                         help="episodes per reading (streamae demo's default)")
-    parser.add_argument("--clean-prefix", type=int, default=0,
+    parser.add_argument("--clean-prefix", type=int, default=CLEAN_PREFIX,
                         help="readings without episodes at the start (streamae demo's flag)")
     args = parser.parse_args()
     from bench_broker import bench_broker  # beside this script; tests import evaluate only

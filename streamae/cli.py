@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamae.demo import SCENARIOS
+from streamae.demo import CLEAN_PREFIX, SCENARIOS
 from streamae.exceptions import StreamaeError
 from streamae.settings import Settings, load_settings
 
@@ -289,12 +289,25 @@ def _add_latent_commands(sub: argparse._SubParsersAction) -> None:
 def _add_backtest_command(sub: argparse._SubParsersAction) -> None:
     cmd = sub.add_parser("backtest", help="recorded data through the daemon's code -> "
                                           "report: plots, alarms, incidents, a rate sweep")
-    _add_input(cmd, "recording: CSV, JSON lines (.jsonl) or .npy, rows in time order",
-               old_alias=False)
+    _add_input(cmd, "recording: CSV, JSON lines (.jsonl) or .npy, rows in time order (or "
+                    "--topic)", old_alias=False)
+    cmd.set_defaults(input_required=False)  # --input or --topic: checked by the command
+    cmd.add_argument("--topic", default=None, metavar="NAME",
+                     help="read the recording from this topic (JSON input messages, every "
+                          "partition, no consumer group) instead of --input")
+    cmd.add_argument("--from-offset", type=int, default=None, metavar="N",
+                     help="--topic: first offset (every partition; default: the beginning)")
+    cmd.add_argument("--to-offset", type=int, default=None, metavar="N",
+                     help="--topic: last offset, inclusive (default: the end now)")
+    cmd.add_argument("--from-time", default=None, metavar="TIME",
+                     help="--topic: first broker timestamp, epoch ms or ISO-8601")
+    cmd.add_argument("--to-time", default=None, metavar="TIME",
+                     help="--topic: last broker timestamp, inclusive, epoch ms or ISO-8601")
     _add_columns(cmd)
     cmd.add_argument("--label-column", default=None, metavar="NAME",
-                     help="column that marks anomalous rows (1/true); enables precision, "
-                          "recall and event F1 (.npy: a column number)")
+                     help="column (--topic: message field) that marks anomalous rows "
+                          "(1/true); enables precision, recall and event F1 (.npy: a column "
+                          "number)")
     cmd.add_argument("--key-column", default=None, metavar="NAME",
                      help="column of the entity key (default: `key` when present; .npy: a "
                           "column number)")
@@ -335,8 +348,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--pumps", type=int, default=4, help="keys (pumps) to interleave")
     demo.add_argument("--anomaly-rate", type=float, default=0.002,
                       help="anomaly episodes started per reading")
-    demo.add_argument("--clean-prefix", type=int, default=0,
-                      help="readings at the start without any anomaly (a clean warm-up)")
+    demo.add_argument("--clean-prefix", type=int, default=CLEAN_PREFIX,
+                      help="readings at the start without any anomaly: a clean warm-up "
+                           "(0: episodes from the first reading)")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the stream")
     demo.add_argument("--scenario", choices=SCENARIOS, default="base",
                       help="a long-lived change on top of the anomalies: poison (one sensor "

@@ -80,6 +80,7 @@ def train_config(model: ModelSettings, normalisation: str = "robust_z") -> Train
         patience=model.patience,
         seed=model.seed,
         centre=model.centring,
+        trim_outliers=model.trim_outliers,
     )
 
 

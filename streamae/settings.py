@@ -171,6 +171,10 @@ class ModelSettings(Section):
     # Windows: which features the model judges by shape rather than level. "auto" centres
     # a scalar stream and any feature whose level wanders in training (streamae/scaling.py).
     centring: Literal["auto", "none", "all"] = "auto"
+    # Drop training samples whose error is far outside the bulk and refit (up to 4 times):
+    # for a warm-up known to hold anomalies. Off by default: it also drops rare normal
+    # patterns (a command switch, a normal spike), which then alarm (docs/quality.md).
+    trim_outliers: bool = False
 
     _split_hidden = field_validator("hidden_sizes", mode="before")(_split_csv)
 

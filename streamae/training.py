@@ -32,6 +32,10 @@ ROUND_STEPS = 50  # an "epoch" on small data repeats passes until this many step
 SPIKE_SIGMAS = 6.0  # the synthetic anomaly of the sensitivity check, in training stds
 SPIKE_SCORE = 3.0  # ... counts as detected above this calibrated score (1 in 1,000)
 WEAK_SENSITIVITY = 0.5  # below this share detected, training warns: event=weak_model
+TRIM_ROUNDS = 4  # refits after dropping training samples far outside the bulk
+TRIM_SIGMAS = 3.5  # ... "far": robust sigmas of log10 raw error above the median
+TRIM_MIN_DECADES = 0.5  # ... and at least 3x the median error
+MAX_TRIM_SHARE = 0.2  # never drop more than this share of the training data in all
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class TrainConfig:
     seed: int = 0  # torch and numpy seeds, and the split
     error_method: ErrorMethod = "robust_z"  # how ErrorStats normalises feature errors
     centre: Centring = "auto"  # windows: which features are judged by shape, not level
+    trim_outliers: bool = False  # drop samples far outside the bulk and refit (see ``fit``)
 
 
 @dataclass
@@ -62,6 +67,7 @@ class Detector:
     # Share of held-out samples with a synthetic 6-sigma spike that score above 3 (None:
     # not measured, e.g. loaded from a checkpoint).
     spike_sensitivity: float | None = None
+    trimmed: int = 0  # training samples dropped as far outside the bulk (see ``fit``)
 
 
 def _check_data(data: np.ndarray) -> np.ndarray:
@@ -168,7 +174,15 @@ def fit(
     progress: Callable[[int, float], None] | None = None,
     stop: threading.Event | None = None,
 ) -> Detector:
-    """Train a fresh ``kind`` model on normal samples (N, *input_shape) in original units.
+    """Train a fresh ``kind`` model on samples (N, *input_shape) in original units that are
+    meant to be normal but, on a live stream's warm-up, hold some anomalies.
+
+    Anomalies in the training data are learnt (the model rebuilds them) and, worse, sit in
+    the held-out errors that calibrate the score: a few percent of them make every later
+    anomaly look ordinary. With ``config.trim_outliers`` the samples whose error is far
+    outside the bulk (:func:`contaminated`) are dropped after a fit and the model is fitted
+    again on the rest, up to TRIM_ROUNDS times. It is off by default because no error
+    statistic tells a rare normal pattern from an anomaly: dropped, the pattern alarms.
 
     Early stopping watches the validation loss, which is the mean deterministic score
     (``model.score``), so it does not jitter with corruption or VAE sampling. The best
@@ -177,6 +191,58 @@ def fit(
     """
     started = time.monotonic()
     x = _check_data(data)
+    keep = np.ones(len(x), dtype=bool)
+    rounds = TRIM_ROUNDS if config.trim_outliers else 0
+    for trim_round in range(rounds + 1):
+        detector, raw = _fit_once(x[keep], kind, model_args, config, device, progress, stop,
+                                  score_all=trim_round < rounds)
+        if raw is None or (stop is not None and stop.is_set()):
+            break
+        outliers = contaminated(raw, int(MAX_TRIM_SHARE * len(x)) - int((~keep).sum()))
+        if not outliers.any():
+            break
+        keep[np.flatnonzero(keep)[outliers]] = False
+        logger.info("event=training_data_trimmed round=%d dropped=%d kept=%d reason=%s",
+                    trim_round + 1, int(outliers.sum()), int(keep.sum()),
+                    "error_far_outside_the_bulk")
+    detector.trimmed = int((~keep).sum())
+    _log_trained(detector, time.monotonic() - started)
+    return detector
+
+
+def contaminated(raw: np.ndarray, budget: int) -> np.ndarray:
+    """Samples whose raw error is far outside the bulk of the others: more than TRIM_SIGMAS
+    robust standard deviations of log10 errors above their median (and at least
+    TRIM_MIN_DECADES above it), at most ``budget`` of them, the worst first.
+
+    The log makes the rule scale-free and the median/MAD make it blind to the outliers
+    themselves (a Gaussian log error passes 3.5 sigmas once in 4,000 samples). The floor
+    keeps clean data, whose errors can all be alike, from losing its top.
+    """
+    logs = np.log10(np.maximum(np.asarray(raw, dtype=np.float64), 1e-30))
+    if budget <= 0 or logs.size < MIN_SAMPLES:
+        return np.zeros(logs.size, dtype=bool)
+    centre = float(np.median(logs))
+    spread = 1.4826 * float(np.median(np.abs(logs - centre)))
+    cut = centre + max(TRIM_SIGMAS * spread, TRIM_MIN_DECADES)
+    far = np.flatnonzero(logs > cut)
+    worst = far[np.argsort(logs[far])[::-1][:budget]]
+    out = np.zeros(logs.size, dtype=bool)
+    out[worst] = True
+    return out
+
+
+def _fit_once(
+    x: np.ndarray,
+    kind: str,
+    model_args: dict,
+    config: TrainConfig,
+    device: str,
+    progress: Callable[[int, float], None] | None,
+    stop: threading.Event | None,
+    score_all: bool,
+) -> tuple[Detector, np.ndarray | None]:
+    """One fit on ``x``: the detector and, with ``score_all``, every sample's raw score."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     target = resolve_device(device)
@@ -192,7 +258,13 @@ def fit(
     x_train, x_val = scaled[train_idx], scaled[val_idx]
 
     best_train, best_val, epochs_run = _train(model, x_train, x_val, config, progress, stop)
-    return _finish(model, scaler, x_val, config, best_train, best_val, epochs_run, started)
+    detector = _finish(model, scaler, x_val, config, best_train, best_val, epochs_run)
+    raw = None
+    if score_all:
+        scores, errors = _evaluate(model, scaled, config.batch_size)
+        raw = detector.error_stats.sample_raw(scores, errors)
+    detector.model = model.cpu().eval()
+    return detector, raw
 
 
 def _finish(
@@ -203,27 +275,29 @@ def _finish(
     train_loss: float,
     val_loss: float,
     epochs_run: int,
-    started: float,
 ) -> Detector:
-    """Calibrate error statistics on the validation split; return the model on CPU."""
+    """Calibrate error statistics on the validation split (the model stays on its device)."""
     scores, errors = _evaluate(model, x_val, config.batch_size)
     stats = ErrorStats.from_errors(scores, errors, config.error_method)
     scores = stats.sample_raw(scores, errors)
     sensitivity = spike_sensitivity(model, stats, x_val, config)
-    model = model.cpu().eval()
+    return Detector(model, scaler, stats, train_loss, val_loss, scores, epochs_run,
+                    sensitivity)
+
+
+def _log_trained(detector: Detector, seconds: float) -> None:
+    sensitivity = detector.spike_sensitivity or 0.0
     logger.info(
         "model_trained kind=%s epochs=%d train_loss=%.5f val_loss=%.5f spike_sensitivity=%.3f "
-        "seconds=%.2f", model.kind, epochs_run, train_loss, val_loss, sensitivity,
-        time.monotonic() - started,
+        "trimmed=%d seconds=%.2f", detector.model.kind, detector.epochs_run,
+        detector.train_loss, detector.val_loss, sensitivity, detector.trimmed, seconds,
     )
     if sensitivity < WEAK_SENSITIVITY:
         logger.warning(
             "event=weak_model kind=%s spike_sensitivity=%.3f reason=reconstructs_anomalies "
             "hint=the model rebuilds synthetic anomalies about as well as normal data; a "
             "smaller STREAMAE_MODEL__LATENT_SIZE or more training data may help",
-            model.kind, sensitivity)
-    return Detector(model, scaler, stats, train_loss, val_loss, scores, epochs_run,
-                    sensitivity)
+            detector.model.kind, sensitivity)
 
 
 def spike_sensitivity(model: AutoEncoder, stats: ErrorStats, x_val: torch.Tensor,

@@ -10,6 +10,7 @@ With ``CI=true`` a broker that cannot be had fails the tests; it never skips the
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import socket
 import sys
@@ -152,3 +153,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if IN_CI and report.skipped and not expected_failure and "gpu" not in item.keywords:
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which counts as a failure: {report.longrepr}"
+
+
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """``streamae.cli.main`` configures the root logger; give pytest's handlers back after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

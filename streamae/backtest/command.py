@@ -9,9 +9,11 @@ from pathlib import Path
 
 from streamae.backtest import plots
 from streamae.backtest.engine import RATES, Backtest, Figures, pick, run
-from streamae.backtest.recording import Columns, read_recording
+from streamae.backtest.recording import Columns, Recording, read_recording
 from streamae.backtest.report import write_report
-from streamae.exceptions import StreamaeError
+from streamae.backtest.topic import TopicRange, read_topic_recording
+from streamae.exceptions import DecodeError, StreamaeError
+from streamae.messages import parse_ts
 from streamae.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,10 +23,10 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
     live, features = _checkpoint(args.checkpoint, settings)
     columns = Columns(label=args.label_column, key=args.key_column, time=args.time_column,
                       features=features or args.columns, exclude=tuple(args.exclude))
-    recording = read_recording(args.input, columns, interval_ms=round(args.interval * 1000))
+    recording = _recording(args, settings, columns)
     rates = sorted({*(args.rates or RATES), *_wanted_rates(args, settings)}, reverse=True)
-    log.info("event=backtest_started input=%s rows=%d keys=%d", args.input, len(recording),
-             len(set(recording.keys)))
+    log.info("event=backtest_started input=%r rows=%d keys=%d", recording.source,
+             len(recording), len(set(recording.keys)))
     result = _replay(recording, settings, args, live, rates)
     chosen = choose(result, settings, args.pick, args.max_alarms_per_day)
     pngs = write_report(args.out, result, settings, chosen, max_plots=args.max_plots)
@@ -37,6 +39,31 @@ def backtest(args: argparse.Namespace, settings: Settings) -> int:
     if not pngs and not plots.available():
         print(f"no PNGs: matplotlib is not installed ({plots.INSTALL_HINT})")
     return 0
+
+
+def _recording(args: argparse.Namespace, settings: Settings, columns: Columns) -> Recording:
+    """From ``--input FILE`` or from a ``--topic`` range (exactly one of them)."""
+    bounds = {name: getattr(args, name, None)
+              for name in ("from_offset", "to_offset", "from_time", "to_time")}
+    if (args.input is None) == (getattr(args, "topic", None) is None):
+        raise StreamaeError("backtest: give exactly one of --input FILE or --topic NAME")
+    if args.input is not None:
+        if any(v is not None for v in bounds.values()):
+            raise StreamaeError("backtest: --from-/--to- bounds go with --topic, not --input")
+        return read_recording(args.input, columns, interval_ms=round(args.interval * 1000))
+    wanted = TopicRange(args.topic, bounds["from_offset"], bounds["to_offset"],
+                        _epoch_ms(bounds["from_time"]), _epoch_ms(bounds["to_time"]))
+    return read_topic_recording(settings.kafka, wanted, columns)
+
+
+def _epoch_ms(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_ts(text.strip())
+    except DecodeError as exc:
+        raise StreamaeError(f"backtest: {text!r} is not a time (epoch ms or ISO-8601): "
+                            f"{exc}") from exc
 
 
 def _replay(recording: object, settings: Settings, args: argparse.Namespace,

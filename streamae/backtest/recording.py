@@ -134,17 +134,36 @@ def _json_lines(path: Path, columns: Columns) -> tuple:
         objects = [json.loads(line) for line in handle if line.strip()]
     if not objects:
         raise StreamaeError(f"{path}: no rows")
+    return _object_fields(objects, columns)
+
+
+def recording_from_objects(objects: Sequence[dict], columns: Columns,
+                           source: str) -> Recording:
+    """Rows given as JSON objects (the daemon's input messages, or flat objects)."""
+    values, names, keys, ts, labels = _object_fields(objects, columns)
+    ts = ts if ts is not None else list(range(len(values)))
+    keys = keys or [DEFAULT_KEY] * len(values)
+    return Recording(np.asarray(values, dtype=np.float32), names, keys, ts,
+                     _epoch_ms(Path(source), ts), labels, source)
+
+
+def _object_fields(objects: Sequence[dict], columns: Columns) -> tuple:
     header = list(objects[0])
     time, key = _time_column(header, columns), _key_column(header, columns)
     special = {c for c in (columns.label, key, time) if c is not None} | set(columns.exclude)
     rows = [_json_values(o, special) for o in objects]
     names = tuple(rows[0]) if isinstance(rows[0], dict) else None
-    values = [list(r.values()) if isinstance(r, dict) else r for r in rows]
+    try:
+        values = np.array([list(r.values()) if isinstance(r, dict) else r for r in rows],
+                          dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise StreamaeError(f"rows differ in their features or hold non-numbers: {exc}") \
+            from exc
     labels = (np.array([label_of(o.get(columns.label, 0)) for o in objects], dtype=bool)
               if columns.label else None)
     keys = [str(o.get(key, DEFAULT_KEY)) for o in objects] if key else None
     ts = [o.get(time) for o in objects] if time else None
-    return np.array(values, dtype=np.float32), names, keys, ts, labels
+    return values, names, keys, ts, labels
 
 
 def _json_values(obj: dict, special: set[str]) -> dict | list:

@@ -9,7 +9,7 @@ import pytest
 
 from streamae.exceptions import ModelError
 from streamae.scoring import Scorer
-from streamae.training import Scaler, TrainConfig, fit
+from streamae.training import Scaler, TrainConfig, contaminated, fit
 
 SMALL = {"hidden_sizes": [32, 16], "latent_size": 3}
 
@@ -152,3 +152,43 @@ def test_diverging_loss_raises_model_error():
 def test_training_measures_how_well_the_model_refuses_a_synthetic_spike():
     detector = fit(correlated(1000, 0), "dense", SMALL, TrainConfig(epochs=30), device="cpu")
     assert detector.spike_sensitivity is not None and detector.spike_sensitivity > 0.9
+
+
+def test_contaminated_marks_only_errors_far_outside_the_bulk():
+    rng = np.random.default_rng(0)
+    raw = rng.chisquare(8, size=5000) / 8  # normal errors: a compact bulk
+    assert not contaminated(raw, budget=1000).any()
+    raw[:40] *= 200.0  # anomalies the warm-up held
+    marked = contaminated(raw, budget=1000)
+    assert marked[:40].all() and marked.sum() == 40
+    worst = contaminated(raw, budget=10)  # the budget keeps the worst ones
+    assert worst.sum() == 10 and raw[worst].min() >= np.sort(raw[:40])[-10]
+    assert not contaminated(np.ones(100), budget=10).any()  # identical errors: nothing
+
+
+def test_trimming_drops_anomalies_in_the_warm_up_and_keeps_scores_sharp():
+    """Anomalies inside the training data blunt every later score; with trim_outliers they
+    are dropped (and counted) and a clear anomaly scores as after a clean warm-up."""
+    clean = correlated(3000, seed=1)
+    dirty = clean.copy()
+    rows = np.random.default_rng(2).choice(len(dirty), 90, replace=False)
+    dirty[rows, 0] += 40.0  # 3% of the warm-up: spikes of ~15 standard deviations
+    trim = TrainConfig(seed=0, trim_outliers=True)
+    trained = {"clean": fit(clean, "dense", SMALL, trim, device="cpu"),
+               "dirty": fit(dirty, "dense", SMALL, TrainConfig(seed=0), device="cpu"),
+               "trimmed": fit(dirty, "dense", SMALL, trim, device="cpu")}
+    assert trained["clean"].trimmed <= 3  # a trained model's clean errors: (almost) nothing
+    assert trained["dirty"].trimmed == 0
+    assert 70 <= trained["trimmed"].trimmed <= 120  # most of the 90, little else
+    probe = correlated(200, seed=3)
+    probe[:, 0] += 40.0
+    median = {name: float(np.median(Scorer(d, device="cpu").score(probe).scores))
+              for name, d in trained.items()}
+    assert median["dirty"] < 0.5 * median["clean"]  # what the trimming is for
+    assert median["trimmed"] > 0.8 * median["clean"]
+
+
+def test_trimming_is_off_by_default():
+    dirty = correlated(600, seed=1)
+    dirty[:20, 0] += 40.0
+    assert fit(dirty, "dense", SMALL, TrainConfig(epochs=2), device="cpu").trimmed == 0
