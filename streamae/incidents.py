@@ -7,10 +7,11 @@ the flags of its last ``open_readings`` (M) readings and
   reading whose score is ``critical_margin`` or more above the threshold (a lone spike
   is an episode too; scores are -log10 tail probabilities, so a margin of 2 means a
   hundred times rarer than the threshold);
-- **updates** it when its peak score rises above the peak last published by
-  ``update_margin`` (1: ten times rarer) or by the published peak's own margin over the
-  threshold, whichever is more (a peak 30 decades out updates at 60, not at every decade:
-  scores of extreme readings grow linearly with their error), its severity rises, or its
+- **updates** it when its severity rises, when its peak's margin over the threshold grows
+  ``update_factor`` (10) times over the margin last published and by at least
+  ``update_margin`` (1: ten times rarer) (a peak 1 decade out updates at 10, one 30 out at
+  300: scores of extreme readings grow linearly with their error, and a pager wants to hear
+  of an order of magnitude, not of every step of a drift), or its
   set of top features changes (features ranked by their z summed over the incident's
   flagged readings; those under a quarter of the leader's are left out, so noise in the
   third place does not page);
@@ -146,14 +147,16 @@ class IncidentTracker:
 
     def __init__(self, *, open_flags: int = 2, open_readings: int = 3,
                  quiet_readings: int = 30, critical_margin: float = 2.0,
-                 update_margin: float = 1.0, stale_ms: int = 900_000, top_k: int = 3,
+                 update_margin: float = 1.0, update_factor: float = 10.0,
+                 stale_ms: int = 900_000, top_k: int = 3,
                  max_keys: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         if not 1 <= open_flags <= open_readings:
             raise ValueError(f"need 1 <= open_flags ({open_flags}) <= open_readings "
                              f"({open_readings})")
         self.open_flags, self.open_readings = open_flags, open_readings
         self.quiet_readings, self.critical_margin = quiet_readings, critical_margin
-        self.update_margin, self.stale_ms, self.top_k = update_margin, stale_ms, top_k
+        self.update_margin, self.update_factor = update_margin, update_factor
+        self.stale_ms, self.top_k = stale_ms, top_k
         self.max_keys, self.clock = max_keys, clock
         self.open: dict[str, Incident] = {}
         self._history: OrderedDict[str, deque[Observation | None]] = OrderedDict()
@@ -232,8 +235,9 @@ class IncidentTracker:
 
     def _changed(self, incident: Incident) -> bool:
         rank = SEVERITIES.index
-        margin = incident.published_peak - incident.peak_threshold
-        return (incident.peak_score >= incident.published_peak + max(self.update_margin, margin)
+        published = max(incident.published_peak - incident.peak_threshold, 0.0)
+        wanted = max(published + self.update_margin, self.update_factor * published)
+        return (incident.peak_margin >= wanted
                 or rank(self.severity(incident)) > rank(incident.published_severity)
                 or frozenset(incident.top(self.top_k)) != incident.published_top)
 

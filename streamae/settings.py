@@ -217,7 +217,10 @@ class IncidentSettings(Section):
     critical_margin: float = Field(2.0, gt=0)
     quiet_readings: int = Field(30, ge=1)  # Q: resolved after Q readings in a row unflagged
     stale_seconds: float = Field(900.0, gt=0)  # resolved when the key is silent this long
-    update_margin: float = Field(1.0, gt=0)  # `updated` when the peak rises this much (10x rarer)
+    # `updated` when the peak's margin over the threshold grows this many times over the
+    # margin last published, and by at least update_margin (1: ten times rarer).
+    update_factor: float = Field(10.0, ge=1)
+    update_margin: float = Field(1.0, gt=0)
     max_keys: int = Field(10_000, ge=1)  # keys whose recent flags are remembered (LRU)
 
 

@@ -87,7 +87,7 @@ def test_resolved_after_q_quiet_readings_in_a_row_and_a_flag_restarts_the_count(
 
 
 def test_updated_when_the_peak_rises_enough_or_severity_rises_not_for_small_rises():
-    t = tracker()
+    t = tracker(update_factor=1.0)  # the additive part of the rule alone
     feed(t, [6, 6])
     assert feed(t, [7.4], start=2) == []  # below 6 + 1.5
     updated, = feed(t, [7.5], start=3)
@@ -215,9 +215,9 @@ def test_feature_names_of_vectors_and_image_regions():
     assert feature_names(regions) == (("r4c8", 3.0),)
 
 
-def test_an_extreme_peak_updates_when_its_margin_doubles_not_at_every_decade():
-    t = tracker(critical_margin=100.0)  # keep severity out of it
+def test_an_extreme_peak_updates_when_its_margin_grows_tenfold_not_at_every_decade():
+    t = tracker(critical_margin=1000.0)  # keep severity out of it
     feed(t, [30, 30])  # published peak 30: 25 decades above the threshold of 5
-    assert feed(t, [31, 40, 54.9], start=2) == []
-    updated, = feed(t, [55], start=5)
-    assert updated["event"] == "updated" and updated["peak_score"] == 55
+    assert feed(t, [31, 60, 254.9], start=2) == []
+    updated, = feed(t, [255], start=5)  # a margin of 250: ten times 25
+    assert updated["event"] == "updated" and updated["peak_score"] == 255
