@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -236,9 +236,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(
-    directory: Path, detector: Detector, *, threshold_state: dict, metadata: dict, keep: int = 5
+    directory: Path, detector: Detector, *, threshold_state: dict, metadata: dict, keep: int = 5,
+    protect: Iterable[int] = (),
 ) -> int:
-    """Write the next version (max existing + 1), prune to the newest ``keep``; return it."""
+    """Write the next version (max existing + 1), prune to the newest ``keep`` (never a
+    ``protect``ed version: the retrainer's anchor); return it."""
     if keep < 1:
         raise CheckpointError(f"keep must be >= 1, got {keep}")
     directory = Path(directory)
@@ -251,7 +253,7 @@ def save_checkpoint(
         weights_path, json_path = _paths(directory, version)
         _write_atomic(weights_path, blob)
         _write_atomic(json_path, json.dumps(header, indent=2).encode())
-        _prune(directory, keep)
+        _prune(directory, keep, frozenset(protect))
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint to {directory}: {exc}") from exc
     logger.info(
@@ -260,15 +262,16 @@ def save_checkpoint(
     return version
 
 
-def _prune(directory: Path, keep: int) -> None:
-    """Delete every version file older than the newest ``keep`` complete versions."""
+def _prune(directory: Path, keep: int, protect: frozenset[int] = frozenset()) -> None:
+    """Delete every version file older than the newest ``keep`` complete versions, except
+    the ``protect``ed versions."""
     complete, _ = _scan(directory)
     if len(complete) <= keep:
         return
     oldest_kept = complete[-keep]
     for path in directory.iterdir():
         match = _NAME.match(path.name)
-        if match and int(match.group(1)) < oldest_kept:
+        if match and int(match.group(1)) < oldest_kept and int(match.group(1)) not in protect:
             path.unlink(missing_ok=True)
             logger.debug("checkpoint_pruned path=%s", path)
 

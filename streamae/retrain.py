@@ -38,10 +38,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from streamae.checkpoints import checkpoint_to_bytes, save_checkpoint
+from streamae.checkpoints import checkpoint_to_bytes, load_version, save_checkpoint
 from streamae.drift import stable
+from streamae.exceptions import CheckpointError
 from streamae.gate import Gate
-from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
+from streamae.live import (
+    LiveModel,
+    ModelSlot,
+    calibrated_threshold,
+    live_from_checkpoint,
+    train_detector,
+)
 from streamae.metrics import Metrics
 from streamae.reference import (
     Verdict,
@@ -134,8 +141,9 @@ class Retrainer:
         self._announce(live)
         if not self.settings.enabled:
             return
-        if self._anchor is None or (self._anchor.threshold is None
-                                    and self._anchor.live is live):
+        if self._anchor is None:
+            self._anchor = self._restore_anchor(live) or _Anchor(live, live.threshold.value)
+        elif self._anchor.threshold is None and self._anchor.live is live:
             self._anchor = _Anchor(live, live.threshold.value)  # a cold threshold warms
         flags = np.asarray(flags, dtype=bool)
         watching = self._watch is not None and self._watching(live, values, flags)
@@ -390,13 +398,41 @@ class Retrainer:
             log.exception("event=watch_check_failed version=%d error=%r", watch.version, exc)
             return "failed"
 
+    def _restore_anchor(self, live: LiveModel) -> _Anchor | None:
+        """The anchor named in the live model's checkpoint (``metadata["anchor"]``), so a
+        restart keeps measuring challengers against the same model instead of taking the
+        current champion for it (which would let the criteria compound across restarts).
+        None when the live model is its own anchor or the anchor cannot be loaded."""
+        directory = self.checkpoints.directory
+        try:
+            anchor = load_version(directory, live.version, "cpu").metadata.get("anchor")
+        except CheckpointError:
+            return None  # not a checkpoint of this directory: its own anchor
+        if not isinstance(anchor, int) or anchor == live.version:
+            return None
+        try:
+            restored = live_from_checkpoint(load_version(directory, anchor, self.device),
+                                            self.device, self.max_batch)
+        except CheckpointError as exc:
+            log.warning("event=anchor_not_restored version=%d error=%r fallback=live_model",
+                        live.version, str(exc))
+            return None
+        log.info("event=anchor_restored anchor=%d live=%d", anchor, live.version)
+        return _Anchor(restored, restored.threshold.value)
+
     def _install(self, scorer: Scorer, threshold: Threshold, metadata: dict,
                  watch: LiveModel | None = None, regime: bool = False) -> int:
         """Checkpoint (a new version), publish, swap: the order a restart can rely on.
-        With ``watch`` (the champion) the next scores are judged for a rollback to it."""
+        With ``watch`` (the champion) the next scores are judged for a rollback to it.
+        Unless ``regime`` (the new model becomes the anchor), the checkpoint names the
+        anchor, which pruning keeps."""
         detector, state = scorer.detector, threshold.state()
+        anchor = None if regime or self._anchor is None else self._anchor.live.version
+        if anchor is not None:
+            metadata = {**metadata, "anchor": anchor}
         version = save_checkpoint(self.checkpoints.directory, detector, threshold_state=state,
-                                  metadata=metadata, keep=self.checkpoints.keep)
+                                  metadata=metadata, keep=self.checkpoints.keep,
+                                  protect=() if anchor is None else (anchor,))
         self._published.add(version)
         self._publish_blob(detector, state, metadata, version)
         if scorer.device.type == "cuda":  # weights were copied on the training stream

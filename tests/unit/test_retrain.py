@@ -9,10 +9,21 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamae.checkpoints import checkpoint_from_bytes, load_latest, save_checkpoint
+from streamae.checkpoints import (
+    checkpoint_from_bytes,
+    load_latest,
+    load_version,
+    save_checkpoint,
+)
 from streamae.exceptions import ModelError
 from streamae.gate import gate_limit
-from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
+from streamae.live import (
+    LiveModel,
+    ModelSlot,
+    calibrated_threshold,
+    live_from_checkpoint,
+    train_detector,
+)
 from streamae.metrics import Metrics
 from streamae.retrain import Retrainer, calibrate, split_holdout
 from streamae.scoring import Scorer
@@ -357,3 +368,33 @@ def test_a_stopped_training_child_ends_within_its_grace_period():
     assert time.monotonic() - began < 5.0
     assert not trainer.alive
     assert trainer.started_s is not None and trainer.started_s < 5.0
+
+
+def test_a_restart_keeps_the_anchor_and_pruning_keeps_its_checkpoint(tmp_path,
+                                                                     champion_detector):
+    """The anchor is named in every promoted checkpoint and survives pruning, so a restarted
+    daemon measures challengers against the first model, not the champion it resumes."""
+    h = Harness(tmp_path, champion_detector, every_windows=300, rollback_window=50)
+    h.feed(normal(3_000, seed=5))
+    promoted = h.slot.live.version
+    h.close()
+    assert promoted >= 5  # more versions than CheckpointSettings(keep=3) keeps
+    directory = tmp_path / "ck"
+    assert load_latest(directory, device="cpu").metadata["anchor"] == 1
+    assert load_version(directory, 1, device="cpu").version == 1  # protected from pruning
+    assert not (directory / "model-000002.safetensors").exists()  # pruned as usual
+
+    resumed = live_from_checkpoint(load_latest(directory, device="cpu"), "cpu", 256)
+    slot = ModelSlot()
+    slot.swap(resumed)
+    restarted = Retrainer(h.settings, MODEL, THRESHOLD,
+                          CheckpointSettings(directory=directory, keep=3), "cpu", slot,
+                          Metrics(CollectorRegistry()), None)
+    batch = normal(50, seed=9)
+    scores = resumed.scorer.score(batch).scores
+    restarted.observe(resumed, batch, scores, np.zeros(len(batch), dtype=bool))
+    anchor = restarted._anchor
+    assert anchor.live.version == 1 and anchor.live is not resumed
+    first = live_from_checkpoint(load_version(directory, 1, device="cpu"), "cpu", 256)
+    assert anchor.threshold is not None and anchor.threshold == first.threshold.value
+    restarted.close()
