@@ -67,6 +67,7 @@ def model_args(model: ModelSettings) -> dict:
         "mask_probability": model.mask_probability,
         "beta": model.beta,
         "variational": model.variational,
+        "downsample": model.downsample,
     }
 
 
