@@ -170,6 +170,8 @@ class ModelSettings(Section):
     downsample: Literal["pool", "stride"] | None = None
     validation_fraction: float = Field(0.3, gt=0, lt=1)  # also calibrates the threshold
     patience: int = Field(5, ge=1)  # early stop after this many epochs without progress
+    # ... where progress is a validation loss at least this share below the last one
+    min_improvement: float = Field(0.01, ge=0, lt=1)
     seed: int = 0
     # Windows: which features the model judges by shape rather than level. "auto" centres
     # a scalar stream and any feature whose level wanders in training (streamae/scaling.py).
