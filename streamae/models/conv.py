@@ -42,6 +42,11 @@ class ConvConfig:
     downsample: Downsample = "pool"  # "stride": strided convs; "pool": conv + max-pool
 
 
+# 2-D weights channels-last: oneDNN's CPU kernels run 1.5-2x faster on them (the
+# activations follow); checkpoints store weights contiguous, loading copies them back.
+# A switch so benchmarks/images_speed.py can measure the model without it.
+CHANNELS_LAST = True
+
 _LAYERS = {
     1: (nn.Conv1d, nn.ConvTranspose1d, nn.MaxPool1d),
     2: (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d),
@@ -80,9 +85,7 @@ class _ConvNet(AutoEncoder):
             decoder += [nn.SiLU(), deconv(n_in, n_out, 2, stride=2)]
         decoder += [nn.SiLU(), conv(stages[0], in_channels, 3, padding=1)]
         self.decoder = nn.Sequential(*decoder)  # (B, *bottom) -> (B, C, *padded)
-        if len(spatial) == 2:
-            # oneDNN's CPU kernels run 1.5-2x faster on channels-last weights (the
-            # activations follow); checkpoints store them contiguous, loading copies back.
+        if len(spatial) == 2 and CHANNELS_LAST:
             self.to(memory_format=torch.channels_last)
 
     def constructor_args(self) -> dict:
