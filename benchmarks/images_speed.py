@@ -2,7 +2,8 @@
 """Images on CPU: scoring rate, training time and one-class AUROC per conv architecture.
 
     flock /tmp/streamae-bench.lock .venv/bin/python benchmarks/images_speed.py \
-        [--arms stride-16-32,pool-16-32] [--batches 64,256,1024] [--digits 0-9]
+        [--arms stride-16-32,pool-16-32] [--batches 64,256,1024] [--digits 0-9] \
+        [--daemon 20000]
 
 Images: scikit-learn's digits (8x8) upscaled to 28x28 (bilinear, as the daemon's decoder
 resizes), pixels in [0, 1]. torch runs ``Settings().torch_threads`` threads, as the daemon
@@ -22,14 +23,23 @@ is the default a user gets. Per arm:
   other digit (anomalous) with the calibrated score; mean and worst over the digits, and on
   how many digits the conv model beats a PCA reconstruction error (32 components, fitted on
   the same images) computed in the same run.
+
+``--daemon N`` (needs STREAMAE_BENCH_BOOTSTRAP, a broker) also runs the whole daemon on N
+28x28 images per arm, as raw uint8 (header ``shape: 28,28``) and as PNG bytes, with the
+arm's 6,000-image model loaded from a checkpoint, everything else at its defaults:
+images/s (wall) and CPU microseconds per image of the process.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import os
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +52,14 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamae.live import train_detector
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from streamae.checkpoints import save_checkpoint
+from streamae.kafka_io import build_consumer, build_producer
+from streamae.live import ModelSlot, calibrated_threshold, load_live, train_detector
 from streamae.models import conv
+from streamae.pipeline import Daemon
 from streamae.scoring import Scorer
 from streamae.settings import ModelSettings, Settings
 
@@ -124,21 +140,88 @@ def digit_aucs(model: ModelSettings, images: np.ndarray, labels: np.ndarray,
     return aucs, pca_aucs, train_seconds
 
 
+def encoded(pixels: np.ndarray, png: bool) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """One (28, 28) uint8 image as a message value and headers."""
+    if png:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+        return buffer.getvalue(), [("content-type", b"image/png")]
+    return pixels.tobytes(), [("content-type", b"application/x-raw-uint8"),
+                              ("shape", b"28,28")]
+
+
+def fill_topic(bootstrap: str, images: np.ndarray, png: bool) -> str:
+    topic = f"images-speed-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
+                             batch_size=512 * 1024)
+    for n, image in enumerate(images):
+        value, headers = encoded(np.ascontiguousarray(image), png)
+        producer.send(topic, key=f"cam-{n % 8}".encode(), value=value, headers=headers)
+    producer.flush()
+    producer.close()
+    return topic
+
+
+def daemon_rate(detector, model: ModelSettings, images: np.ndarray, png: bool,
+                bootstrap: str) -> tuple[float, float]:
+    """Images/s (from the first scored batch) and CPU us per image of the whole daemon."""
+    pixels = np.clip(images[:, 0] * 255, 0, 255).astype(np.uint8)
+    topic = fill_topic(bootstrap, pixels, png)
+    work = Path(tempfile.mkdtemp(prefix="images-speed-"))
+    os.environ.update({
+        "STREAMAE_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "STREAMAE_KAFKA__INPUT_TOPICS": topic,
+        "STREAMAE_KAFKA__OUTPUT_TOPIC": f"{topic}-anomalies",
+        "STREAMAE_KAFKA__DEAD_LETTER_TOPIC": f"{topic}-dead",
+        "STREAMAE_KAFKA__GROUP_ID": uuid.uuid4().hex, "STREAMAE_DEVICE": "cpu",
+        "STREAMAE_CHECKPOINTS__DIRECTORY": str(work), "STREAMAE_METRICS_PORT": "0",
+        "STREAMAE_INPUT__KIND": "image", "STREAMAE_MODEL__KIND": "conv"})
+    settings = Settings(model=model)
+    threshold = calibrated_threshold(settings.threshold, detector)
+    save_checkpoint(work, detector, threshold_state=threshold.state(), metadata={})
+    slot = ModelSlot()
+    slot.swap(load_live(work, "cpu", settings.batch.max_size))
+    daemon = Daemon(settings, build_consumer(settings.kafka, settings.batch.max_size),
+                    build_producer(settings.kafka), slot=slot)
+    first: list[float] = []
+    daemon.scored_hooks.append(
+        lambda *_: first or first.extend([time.perf_counter(), time.process_time()]))
+    daemon.run(max_messages=len(images), timeout_s=600)
+    wall, cpu = time.perf_counter() - first[0], time.process_time() - first[1]
+    if daemon.stats.scored != len(images):
+        raise SystemExit(f"daemon scored {daemon.stats.scored} of {len(images)} images")
+    return len(images) / wall, cpu / len(images) * 1e6
+
+
 def run_arm(arm: Arm, images: np.ndarray, labels: np.ndarray, batches: list[int],
-            digits: list[int]) -> str:
+            digits: list[int], daemon_images: int) -> str:
     conv.CHANNELS_LAST = arm.channels_last
     big = shifted(images, TRAIN_IMAGES, np.random.default_rng(1))
     seconds, detector = cpu_seconds(lambda: train_detector(big, arm.model, "cpu"))
+    bootstrap = os.environ.get("STREAMAE_BENCH_BOOTSTRAP")
+    through_daemon = ""
+    if daemon_images and bootstrap:
+        stream = shifted(images, daemon_images, np.random.default_rng(2))
+        figures = [daemon_rate(detector, arm.model, stream, png, bootstrap)
+                   for png in (False, True)]
+        through_daemon = "".join(f" {rate:,.0f}/s, {us:,.0f} us |" for rate, us in figures)
     rates = scoring_rates(Scorer(detector, "cpu"), big, batches)
-    aucs, pca_aucs, auc_seconds = digit_aucs(arm.model, images, labels, digits)
-    wins = sum(a > p for a, p in zip(aucs, pca_aucs, strict=True))
+    quality = " - | - | - | - |"
+    if digits:
+        aucs, pcas, auc_seconds = digit_aucs(arm.model, images, labels, digits)
+        wins = sum(a > p for a, p in zip(aucs, pcas, strict=True))
+        quality = (f" {np.mean(aucs):.4f} / {min(aucs):.4f} | {np.mean(pcas):.4f} / "
+                   f"{min(pcas):.4f} | {wins}/{len(digits)} | {auc_seconds / len(digits):.1f} |")
     cells = [f"{r:,.0f}" for r in rates]
     return (f"| {arm.name} | " + " | ".join(cells) + f" | {seconds:.0f} ({detector.epochs_run}) "
-            f"| {np.mean(aucs):.4f} / {min(aucs):.4f} | {np.mean(pca_aucs):.4f} / "
-            f"{min(pca_aucs):.4f} | {wins}/{len(digits)} | {auc_seconds / len(digits):.1f} |")
+            "|" + quality + through_daemon)
 
 
 def digit_list(text: str) -> list[int]:
+    if text == "none":
+        return []
     if "-" in text:
         low, high = (int(p) for p in text.split("-"))
         return list(range(low, high + 1))
@@ -149,7 +232,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", default="pool-16-32-contiguous,stride-16-32")
     parser.add_argument("--batches", default="64,256,1024")
-    parser.add_argument("--digits", default="0-9")
+    parser.add_argument("--digits", default="0-9", help="0-9, 1,3,5 or none (no AUROC)")
+    parser.add_argument("--daemon", type=int, default=0,
+                        help="images through the whole daemon per arm (needs a broker)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     threads = Settings().torch_threads
@@ -161,10 +246,12 @@ def main() -> int:
           f"digits {args.digits}")
     print("| arm | " + " | ".join(f"scored/CPU s, chunk {b}" for b in batches)
           + f" | train {TRAIN_IMAGES:,}: CPU s (epochs) | AUROC mean / worst | PCA mean / worst "
-          "| above PCA | CPU s per digit |")
-    print("|---|" + "---|" * (len(batches) + 5))
+          "| above PCA | CPU s per digit |"
+          + (" daemon raw uint8 | daemon PNG |" if args.daemon else ""))
+    print("|---|" + "---|" * (len(batches) + 5 + (2 if args.daemon else 0)))
     for name in args.arms.split(","):
-        print(run_arm(parse_arm(name), images, labels, batches, digits), flush=True)
+        print(run_arm(parse_arm(name), images, labels, batches, digits, args.daemon),
+              flush=True)
     return 0
 
 
