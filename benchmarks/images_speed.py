@@ -237,6 +237,7 @@ def main() -> int:
                         help="images through the whole daemon per arm (needs a broker)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # idempotence and metadata notices
     threads = Settings().torch_threads
     torch.set_num_threads(threads)
     batches, digits = [int(b) for b in args.batches.split(",")], digit_list(args.digits)
