@@ -64,14 +64,14 @@ def _check_args(
         )
 
 
-# Layer widths (dense) or channels per stage (conv) when none are given. Conv stages run at
-# full resolution: 16 then 32 channels train ~5x faster than 64/32 on CPU (28x28 images).
+# Layer widths (dense) or channels per stage (conv) when none are given. 16 then 32 channels
+# train ~5x faster than 64/32 on CPU (28x28 images); 8, 16 lose AUROC on the hard digits.
 DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {"dense": (64, 32), "conv": (16, 32),
                                               "conv1d": (16, 32)}
 
 
 # How conv stages halve the resolution when not given. Images: strided convs (chosen by
-# benchmarks/images_speed.py, docs/performance.md "Images"); windows keep max-pooling.
+# benchmarks/images_speed.py, docs/inputs.md "Speed on CPU"); windows keep max-pooling.
 # A checkpoint written before the option existed was built with "pool" (checkpoints.py).
 DEFAULT_DOWNSAMPLE: dict[str, str] = {"conv": "stride", "conv1d": "pool"}
 
