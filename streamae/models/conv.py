@@ -5,10 +5,9 @@ either by a 3-wide stride-2 convolution and SiLU (``downsample="stride"``) or by
 convolution at full resolution, SiLU and a 2x max-pool (``"pool"``: 4x the multiply-adds of
 the stage; on 28x28 digits half the speed and a lower AUROC, benchmarks/images_speed.py);
 a linear layer maps to the latent (or to mean and log-variance when ``variational``); the
-decoder mirrors it with stride-2 transposed
-convolutions. Sizes that are not divisible by 2**stages are zero-padded at the end of each
-axis before encoding (zero is the mean after scaling) and the output is cropped back, so
-any image or window length works. Corruption (``noise_std``, ``mask_probability``) makes
+decoder mirrors it with stride-2 transposed convolutions. Sizes that are not divisible by
+2**stages are zero-padded at the end of each axis before encoding (zero is the mean after
+scaling) and the output is cropped back, so any image or window length works. Corruption (``noise_std``, ``mask_probability``) makes
 either one a denoising autoencoder.
 """
 
