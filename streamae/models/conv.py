@@ -7,8 +7,8 @@ the stage; on 28x28 digits half the speed and a lower AUROC, benchmarks/images_s
 a linear layer maps to the latent (or to mean and log-variance when ``variational``); the
 decoder mirrors it with stride-2 transposed convolutions. Sizes that are not divisible by
 2**stages are zero-padded at the end of each axis before encoding (zero is the mean after
-scaling) and the output is cropped back, so any image or window length works. Corruption (``noise_std``, ``mask_probability``) makes
-either one a denoising autoencoder.
+scaling) and the output is cropped back, so any image or window length works. Corruption
+(``noise_std``, ``mask_probability``) makes either one a denoising autoencoder.
 """
 
 from __future__ import annotations
