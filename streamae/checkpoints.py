@@ -149,13 +149,22 @@ def _check_finite(tensors: dict[str, torch.Tensor]) -> None:
             raise ModelRejected("non_finite", f"tensor {name!r} holds NaN or infinite values")
 
 
+def _constructor_args(header: dict) -> dict:
+    """The header's constructor arguments; a conv checkpoint written before conv models
+    could downsample by strided convs was built with max-pooling."""
+    args = dict(header["constructor_args"])
+    if header["kind"] in ("conv", "conv1d"):
+        args.setdefault("downsample", "pool")
+    return args
+
+
 def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Checkpoint:
     """Rebuild a detector from a parsed header and its tensors; every failure is ours."""
     if header.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint format {header.get('format')!r} != {FORMAT}")
     try:
         shape = tuple(header["input_shape"])
-        model = build_model(header["kind"], shape, **header["constructor_args"])
+        model = build_model(header["kind"], shape, **_constructor_args(header))
         weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(weights, strict=True)
         _check_finite(tensors)

@@ -137,6 +137,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
         detector = train_detector(table.values, settings.model, settings.device, progress,
                                   normalisation=settings.threshold.normalisation)
+        if detector.epochs_run < settings.model.epochs:  # early stop: the bar ends full
+            bar.total = detector.epochs_run
+            bar.set_postfix(val_loss=f"{detector.val_loss:.4f}", stopped="plateau")
     threshold = calibrated_threshold(settings.threshold, detector)
     version = save_checkpoint(directory, detector, threshold_state=threshold.state(),
                               metadata={"origin": "train", "source": str(args.input),

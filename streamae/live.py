@@ -67,6 +67,7 @@ def model_args(model: ModelSettings) -> dict:
         "mask_probability": model.mask_probability,
         "beta": model.beta,
         "variational": model.variational,
+        "downsample": model.downsample,
     }
 
 
@@ -78,6 +79,7 @@ def train_config(model: ModelSettings, normalisation: str = "robust_z") -> Train
         batch_size=model.batch_size,
         validation_fraction=model.validation_fraction,
         patience=model.patience,
+        min_improvement=model.min_improvement,
         seed=model.seed,
         centre=model.centring,
         trim_outliers=model.trim_outliers,

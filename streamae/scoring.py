@@ -31,6 +31,10 @@ MIN_SCALE = 1e-8  # absolute floor of any scale
 # A feature's error scale is at least this share of the typical feature's: a pixel of blank
 # background or a channel reconstructed perfectly must not turn a tiny error into z = 1000s.
 RELATIVE_FLOOR = 0.1
+# Image (conv) models score fastest in chunks of about this many images on a CPU: larger
+# ones spill the activations out of the cache (28x28: 1,024 at a chunk run ~0.4x the rate of
+# 256, benchmarks/images_speed.py). A GPU takes the batch whole.
+CPU_CONV_CHUNK = 256
 
 
 def resolve_device(name: str) -> torch.device:
@@ -168,6 +172,13 @@ class ScoreBatch:
     unseen: np.ndarray | None = None  # (B, *shape) bools: constant-in-training, now changed
 
 
+def chunk_size(kind: str, device: torch.device, max_batch: int) -> int:
+    """How many samples one forward pass takes: ``max_batch``, capped for images on CPU."""
+    if kind == "conv" and device.type == "cpu":
+        return min(max_batch, CPU_CONV_CHUNK)
+    return max_batch
+
+
 class Scorer:
     """Holds its own copy of a detector's model on a device, in eval mode.
 
@@ -177,7 +188,7 @@ class Scorer:
     def __init__(self, detector: Detector, device: str = "auto", max_batch: int = 4096):
         self.detector = detector
         self.device = resolve_device(device)
-        self.max_batch = max_batch
+        self.max_batch = chunk_size(detector.model.kind, self.device, max_batch)
         self.model = copy.deepcopy(detector.model).to(self.device).eval()
         self.kind = self.model.kind
         self.input_shape = self.model.input_shape

@@ -165,8 +165,13 @@ class ModelSettings(Section):
     mask_probability: float = Field(0.1, ge=0, lt=1)  # denoising: masking corruption
     beta: float = Field(1.0, ge=0)  # vae: weight of the KL term
     variational: bool = False  # conv / conv1d: a variational latent (dense: use kind vae)
+    # conv / conv1d: how stages halve the resolution, "stride" (strided convs) or "pool"
+    # (conv + max-pool); None: the kind's default, stride for conv, pool for conv1d.
+    downsample: Literal["pool", "stride"] | None = None
     validation_fraction: float = Field(0.3, gt=0, lt=1)  # also calibrates the threshold
     patience: int = Field(5, ge=1)  # early stop after this many epochs without progress
+    # ... where progress is a validation loss at least this share below the last one
+    min_improvement: float = Field(0.01, ge=0, lt=1)
     seed: int = 0
     # Windows: which features the model judges by shape rather than level. "auto" centres
     # a scalar stream and any feature whose level wanders in training (streamae/scaling.py).

@@ -25,7 +25,7 @@ from streamae.scoring import ErrorMethod, ErrorStats, resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Detector", "Scaler", "TrainConfig", "fit", "resolve_device"]
+__all__ = ["Detector", "Plateau", "Scaler", "TrainConfig", "fit", "resolve_device"]
 
 MIN_SAMPLES = 4
 ROUND_STEPS = 50  # an "epoch" on small data repeats passes until this many steps
@@ -46,7 +46,8 @@ class TrainConfig:
     learning_rate: float = 1e-3  # Adam
     batch_size: int = 64
     validation_fraction: float = 0.2  # held out for early stopping and error statistics
-    patience: int = 5  # epochs without validation improvement before stopping
+    patience: int = 5  # rounds without a real validation improvement before stopping
+    min_improvement: float = 0.01  # a real improvement: val loss this share below the last
     seed: int = 0  # torch and numpy seeds, and the split
     error_method: ErrorMethod = "robust_z"  # how ErrorStats normalises feature errors
     centre: Centring = "auto"  # windows: which features are judged by shape, not level
@@ -131,6 +132,32 @@ def _evaluate(model: AutoEncoder, x: torch.Tensor, batch_size: int) -> tuple[np.
     return np.concatenate(scores), np.concatenate(errors)
 
 
+@dataclass
+class Plateau:
+    """Early stopping on a validation plateau.
+
+    The best weights follow every new low, however small; the patience clock restarts only
+    on a real improvement (``min_improvement`` below the last one), so a loss that creeps
+    down by a fraction of a percent per round (common on images) still stops.
+    """
+
+    patience: int
+    min_improvement: float
+    best: float = math.inf  # lowest loss so far: its weights are the ones kept
+    reference: float = math.inf  # the loss of the last real improvement
+    stale: int = 0  # rounds since then
+
+    def update(self, loss: float) -> tuple[bool, bool]:
+        """Record one round's validation loss: (new best, stop now)."""
+        is_best = loss < self.best
+        self.best = min(self.best, loss)
+        if loss < self.reference * (1.0 - self.min_improvement):
+            self.reference, self.stale = loss, 0
+        else:
+            self.stale += 1
+        return is_best, self.stale >= self.patience
+
+
 def _train(
     model: AutoEncoder,
     x_train: torch.Tensor,
@@ -139,9 +166,11 @@ def _train(
     progress: Callable[[int, float], None] | None,
     stop: threading.Event | None,
 ) -> tuple[float, float, int]:
-    """Epochs with early stopping; leaves the best weights loaded. (train, val, epochs)."""
+    """Rounds until a plateau (``Plateau``) or the epoch limit; leaves the best weights
+    loaded. (train, val, epochs)."""
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    best_val, best_train, best_state, epochs_run, stale = math.inf, math.inf, None, 0, 0
+    plateau = Plateau(config.patience, config.min_improvement)
+    best_train, best_state, epochs_run = math.inf, None, 0
     for epoch in range(1, config.epochs + 1):
         train_loss = _epoch(model, optimiser, x_train, config.batch_size, stop)
         if train_loss is None:
@@ -152,17 +181,16 @@ def _train(
             raise ModelError(f"validation loss became {val_loss}")
         if progress is not None:
             progress(epoch, val_loss)
-        if val_loss < best_val:
-            best_val, best_train, stale = val_loss, train_loss, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
+        is_best, plateaued = plateau.update(val_loss)
+        if is_best:
+            best_train, best_state = train_loss, copy.deepcopy(model.state_dict())
+        if plateaued:
+            logger.debug("early_stop epoch=%d best_val_loss=%.5g", epoch, plateau.best)
+            break
     if best_state is None:
         raise ModelError("training stopped before the first epoch finished")
     model.load_state_dict(best_state)
-    return best_train, best_val, epochs_run
+    return best_train, plateau.best, epochs_run
 
 
 def fit(

@@ -6,7 +6,8 @@ Kinds and which options they honour:
     denoising  the dense MLP trained on corrupted input (noise_std, mask_probability)
     vae        the dense MLP with a gaussian latent (beta); no corruption
     conv       2-D conv for images (C, H, W); honours noise/mask (set both to 0 for a
-               plain conv AE), variational and beta; hidden_sizes are channels per stage
+               plain conv AE), variational and beta; hidden_sizes are channels per stage;
+               downsample "stride" (strided convs) or "pool" (conv + max-pool)
     conv1d     1-D conv over time for windows (L, D); same options as conv
 
 ``model.constructor_args()`` records the effective options, so
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 from streamae.exceptions import ModelError
 from streamae.models.base import AutoEncoder
-from streamae.models.conv import Conv1dAutoEncoder, ConvAutoEncoder, ConvConfig
+from streamae.models.conv import DOWNSAMPLES, Conv1dAutoEncoder, ConvAutoEncoder, ConvConfig
 from streamae.models.dense import DenseAutoEncoder, DenseConfig
 from streamae.models.vae import DenseVAE
 
@@ -63,10 +64,16 @@ def _check_args(
         )
 
 
-# Layer widths (dense) or channels per stage (conv) when none are given. Conv stages run at
-# full resolution: 16 then 32 channels train ~5x faster than 64/32 on CPU (28x28 images).
+# Layer widths (dense) or channels per stage (conv) when none are given. 16 then 32 channels
+# train ~5x faster than 64/32 on CPU (28x28 images); 8, 16 lose AUROC on the hard digits.
 DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {"dense": (64, 32), "conv": (16, 32),
                                               "conv1d": (16, 32)}
+
+
+# How conv stages halve the resolution when not given. Images: strided convs (chosen by
+# benchmarks/images_speed.py, docs/inputs.md "Speed on CPU"); windows keep max-pooling.
+# A checkpoint written before the option existed was built with "pool" (checkpoints.py).
+DEFAULT_DOWNSAMPLE: dict[str, str] = {"conv": "stride", "conv1d": "pool"}
 
 
 def default_latent_size(input_shape: Sequence[int]) -> int:
@@ -87,9 +94,11 @@ def build_model(
     mask_probability: float = 0.1,
     beta: float = 1.0,
     variational: bool = False,
+    downsample: str | None = None,
 ) -> AutoEncoder:
     """Build a fresh model of ``kind`` for samples shaped ``input_shape``; ``latent_size``
-    None follows the input's width (``default_latent_size``)."""
+    None follows the input's width (``default_latent_size``), ``downsample`` None the
+    kind's default (conv kinds only; dense kinds ignore it)."""
     shape = tuple(int(s) for s in input_shape)
     if hidden_sizes is None:
         hidden_sizes = DEFAULT_HIDDEN.get(kind, DEFAULT_HIDDEN["dense"])
@@ -113,7 +122,8 @@ def build_model(
         return DenseVAE(config) if kind == "vae" else DenseAutoEncoder(config, kind=kind)
     if kind in ("conv", "conv1d"):
         return _build_conv(
-            kind, shape, hidden, latent_size, noise_std, mask_probability, beta, variational
+            kind, shape, hidden, latent_size, noise_std, mask_probability, beta, variational,
+            downsample or DEFAULT_DOWNSAMPLE[kind],
         )
     raise ModelError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
 
@@ -127,6 +137,7 @@ def _build_conv(
     mask_probability: float,
     beta: float,
     variational: bool,
+    downsample: str,
 ) -> AutoEncoder:
     """The conv branch of ``build_model``: checks the rank the kind needs."""
     rank = 3 if kind == "conv" else 2
@@ -135,6 +146,9 @@ def _build_conv(
         raise ModelError(f"{kind} needs input_shape {layout}, got {shape}")
     if not channels:
         raise ModelError(f"{kind} needs at least one stage in hidden_sizes")
+    if downsample not in DOWNSAMPLES:
+        raise ModelError(f"downsample must be one of {', '.join(DOWNSAMPLES)}, "
+                         f"got {downsample!r}")
     config = ConvConfig(
         input_shape=shape,
         channels=channels,
@@ -143,6 +157,7 @@ def _build_conv(
         mask_probability=float(mask_probability),
         beta=float(beta),
         variational=bool(variational),
+        downsample=downsample,  # type: ignore[arg-type]  # checked above
     )
     model = ConvAutoEncoder(config) if kind == "conv" else Conv1dAutoEncoder(config)
     logger.debug("model_built kind=%s input_shape=%s variational=%s", kind, shape, variational)

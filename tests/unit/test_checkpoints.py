@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 
 from streamae.checkpoints import (
     checkpoint_from_bytes,
@@ -189,3 +191,19 @@ def test_load_live_is_none_when_no_version_is_intact(tmp_path, detectors):
     save(tmp_path, detectors["dense"][0])
     (tmp_path / "model-000001.json").write_text("{not json")
     assert load_live(tmp_path, "cpu", 16) is None
+
+
+def test_a_conv_checkpoint_from_before_the_downsample_option_loads_as_pooling():
+    data = np.random.default_rng(1).normal(size=(40, 1, 8, 8)).astype(np.float32)
+    detector = fit(data, "conv", {"hidden_sizes": [4], "latent_size": 2, "downsample": "pool"},
+                   TrainConfig(epochs=1), device="cpu")
+    blob = checkpoint_to_bytes(detector, THRESHOLD, {}, version=3)
+    header_size = int.from_bytes(blob[:8], "little")
+    metadata = json.loads(blob[8 : 8 + header_size])["__metadata__"]
+    header = json.loads(metadata["streamae"])
+    del header["constructor_args"]["downsample"]  # as written before the option existed
+    old = save_tensors(load_tensors(blob), metadata={"streamae": json.dumps(header)})
+    loaded = checkpoint_from_bytes(old, device="cpu")
+    assert loaded.detector.model.constructor_args()["downsample"] == "pool"
+    np.testing.assert_array_equal(Scorer(detector, "cpu").score(data[:5]).scores,
+                                  Scorer(loaded.detector, "cpu").score(data[:5]).scores)

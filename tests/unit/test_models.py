@@ -116,8 +116,27 @@ def test_sampling_from_the_prior_has_the_input_shape():
         ("dense", (4,), {"latent_size": 0}),
         ("dense", (0,), {}),
         ("denoising", (4,), {"mask_probability": 1.0}),
+        ("conv", (1, 8, 8), {"downsample": "avg"}),
     ],
 )
 def test_bad_arguments_raise_model_error(kind, shape, kwargs):
     with pytest.raises(ModelError):
         build_model(kind, shape, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv1d"])
+@pytest.mark.parametrize("downsample", ["stride", "pool"])
+def test_conv_stages_downsample_by_strided_convs_or_pooling(kind, downsample):
+    model = small(kind, downsample=downsample)
+    pools = [m for m in model.encoder if isinstance(m, torch.nn.MaxPool1d | torch.nn.MaxPool2d)]
+    strides = [m.stride[0] for m in model.encoder if hasattr(m, "stride") and m not in pools]
+    assert len(pools) == (2 if downsample == "pool" else 0)
+    assert strides == ([2, 2] if downsample == "stride" else [1, 1])
+    assert model.constructor_args()["downsample"] == downsample
+    x = torch.randn(3, *SHAPES[kind])
+    assert model(x).shape == x.shape
+
+
+def test_images_default_to_strided_convs_and_windows_to_pooling():
+    assert small("conv").constructor_args()["downsample"] == "stride"
+    assert small("conv1d").constructor_args()["downsample"] == "pool"

@@ -8,8 +8,10 @@ import torch
 
 from streamae.exceptions import ModelError
 from streamae.scoring import (
+    CPU_CONV_CHUNK,
     ErrorStats,
     Scorer,
+    chunk_size,
     heatmap,
     resolve_device,
     sample,
@@ -142,3 +144,11 @@ def test_conv_scorer_scores_images(make_detector):
     result = scorer.score(np.full((3, 1, 8, 8), 3.0, np.float32))
     assert result.feature_z.shape == (3, 1, 8, 8)
     assert len(worst_patches(result.feature_z[0], patch=3, k=1)) == 1
+
+
+def test_images_are_scored_in_cache_sized_chunks_on_cpu_only():
+    cpu = torch.device("cpu")
+    assert chunk_size("conv", cpu, 4096) == CPU_CONV_CHUNK < 4096
+    assert chunk_size("conv", cpu, 16) == 16
+    assert chunk_size("dense", cpu, 4096) == chunk_size("conv1d", cpu, 4096) == 4096
+    assert chunk_size("conv", torch.device("cuda"), 4096) == 4096

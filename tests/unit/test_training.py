@@ -6,10 +6,12 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from streamae.exceptions import ModelError
+from streamae.models import build_model
 from streamae.scoring import Scorer
-from streamae.training import Scaler, TrainConfig, contaminated, fit
+from streamae.training import Plateau, Scaler, TrainConfig, _train, contaminated, fit
 
 SMALL = {"hidden_sizes": [32, 16], "latent_size": 3}
 
@@ -192,3 +194,35 @@ def test_trimming_is_off_by_default():
     dirty = correlated(600, seed=1)
     dirty[:20, 0] += 40.0
     assert fit(dirty, "dense", SMALL, TrainConfig(epochs=2), device="cpu").trimmed == 0
+
+
+def test_plateau_keeps_every_new_low_but_stops_when_the_gains_are_tiny():
+    plateau = Plateau(patience=3, min_improvement=0.01)
+    assert plateau.update(1.0) == (True, False)
+    assert plateau.update(0.5) == (True, False)  # a real improvement: the clock restarts
+    assert plateau.update(0.499) == (True, False)  # a new low, but under 1%: stale 1
+    assert plateau.update(0.498) == (True, False)  # stale 2
+    assert plateau.update(0.6) == (False, True)  # stale 3: stop
+    assert plateau.best == 0.498
+
+
+def test_plateau_restarts_its_clock_on_a_real_improvement():
+    plateau = Plateau(patience=2, min_improvement=0.01)
+    for loss, stop in ((1.0, False), (1.0, False), (0.9, False), (0.95, False), (0.95, True)):
+        assert plateau.update(loss)[1] is stop
+
+
+def test_training_stops_on_a_plateau_and_restores_the_best_weights():
+    torch.manual_seed(0)
+    noise = torch.from_numpy(np.random.default_rng(0).normal(size=(96, 4)).astype(np.float32))
+    model = build_model("dense", (4,), hidden_sizes=(64,), latent_size=2)
+    config = TrainConfig(epochs=200, patience=3, learning_rate=0.05, batch_size=8)
+    losses: list[float] = []
+    _, best_val, epochs = _train(model, noise[:64], noise[64:], config,
+                                 lambda _epoch, loss: losses.append(loss), None)
+    assert epochs == len(losses) < 200  # stopped early
+    assert losses[-1] > min(losses)  # ... after rounds worse than the best
+    model.eval()
+    restored = float(model.score(noise[64:])[0].mean())
+    assert best_val == min(losses)
+    assert restored == pytest.approx(min(losses), rel=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
+import pytest
 from kafka import TopicPartition
 
 from streamae.checkpoints import load_latest
@@ -74,15 +75,17 @@ def test_a_scorer_waits_for_the_trainers_model_instead_of_training(tmp_path):
     assert not consumer.paused_now
 
 
-def test_training_progress_is_logged_at_info_and_status_says_how_far(tmp_path, caplog):
+@pytest.mark.parametrize(("kind", "shape"), [("dense", (3,)), ("conv", (1, 8, 8))])
+def test_training_progress_is_logged_at_info_and_status_says_how_far(tmp_path, caplog, kind,
+                                                                     shape):
     import logging
     import re
 
-    settings = Settings(warmup_size=40, model={"epochs": 3, "patience": 10}, device="cpu",
-                        checkpoints={"directory": tmp_path})
+    settings = Settings(warmup_size=40, model={"kind": kind, "epochs": 3, "patience": 10},
+                        device="cpu", checkpoints={"directory": tmp_path})
     cold, consumer = ColdStart(settings, ModelSlot(), Metrics()), PausingConsumer()
     rng = np.random.default_rng(1)
-    batch = [Sample(Rec("in", 0, i), rng.normal(size=3).astype(np.float32), "k", None)
+    batch = [Sample(Rec("in", 0, i), rng.normal(size=shape).astype(np.float32), "k", None)
              for i in range(40)]
     assert cold.admit(batch[:10], consumer, None) == []
     assert cold.status() == "gathering samples for the first model: 10/40"
