@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -102,6 +103,10 @@ def offsets_to_confluent(offsets: dict[Any, Any]) -> list[ck.TopicPartition]:
 
 
 _new = tuple.__new__
+# Through a C call that checks the result: confluent-kafka leaves a UnicodeDecodeError set
+# behind a returned value when a header key is not UTF-8, and a specialised method call
+# in the interpreter lets it surface only at some later, unrelated call.
+_headers = operator.methodcaller("headers")
 
 
 def record_of(message: ck.Message) -> ConsumerRecord:
@@ -110,7 +115,7 @@ def record_of(message: ck.Message) -> ConsumerRecord:
     ts_type, ts = message.timestamp()
     key, value = message.key(), message.value()
     try:
-        headers = message.headers() or []
+        headers = _headers(message) or []
     except Exception as exc:  # confluent raises SystemError around a UnicodeDecodeError
         raise ValueError(f"header keys are not UTF-8: {exc!r}") from exc
     return _new(ConsumerRecord, (
