@@ -179,12 +179,13 @@ def producer_config(kafka: KafkaSettings, max_bytes: int | None = None) -> dict[
     """acks=all with retries (librdkafka's default), the dead-letter size limit; exactly
     once: transactional (idempotent) with the replica's stable id."""
     options: dict[str, object] = (
-        {"transactional.id": transactional_id(kafka), "enable.idempotence": True}
+        # librdkafka: a record's timeout within the transaction's (60 s by default)
+        {"transactional.id": transactional_id(kafka), "enable.idempotence": True,
+         "message.timeout.ms": 60_000}
         if kafka.delivery == "exactly_once" and max_bytes is None
-        else {"enable.idempotence": False})
-    return {**client_config(kafka), "acks": "all", "message.timeout.ms": 120_000,
-            "linger.ms": 5, "message.max.bytes": max_bytes or request_limit(kafka),
-            **options}
+        else {"enable.idempotence": False, "message.timeout.ms": 120_000})
+    return {**client_config(kafka), "acks": "all", "linger.ms": 5,
+            "message.max.bytes": max_bytes or request_limit(kafka), **options}
 
 
 def _client_error(error: ck.KafkaError) -> None:

@@ -154,7 +154,9 @@ def committed(env, partitions):
 @BOTH_CLIENTS
 def test_sigkill_then_restart_scores_every_offset_with_bounded_duplicates(
         daemon_env, produce, read_topic, spawn_daemon):
-    env = daemon_env(partitions=2, STREAMAE_BATCH__MAX_SIZE="100")
+    # the killed member leaves the group after 6 s, not the default 45 s
+    env = daemon_env(partitions=2, STREAMAE_BATCH__MAX_SIZE="100",
+                     STREAMAE_KAFKA__SESSION_TIMEOUT_MS="6000")
     topic, scores_topic = env["STREAMAE_KAFKA__INPUT_TOPICS"], env["STREAMAE_KAFKA__SCORES_TOPIC"]
     messages, _ = demo_messages(6000, seed=5)
     produce(topic, messages)
