@@ -17,7 +17,8 @@ Where librdkafka differs, and how the adapters keep the contract:
   thread); the listener is the same ``ConsumerRebalanceListener``;
 * delivery reports are served by a thread of the producer (as kafka-python's IO thread
   completes its futures), so ``add_callback``/``add_errback`` fire without a flush;
-* async commit results come back through one ``on_commit`` hook, matched in order;
+* async commits run on a thread of their own (librdkafka answers its own behind every
+  prefetched record);
 * a record whose header keys are not UTF-8 is readable apart from its headers: it is
   handed back as an ``UnreadableRecord`` with its key and value (``UnreadableRecords``),
   so its dead letter keeps the original bytes (kafka-python cannot read it at all).
@@ -25,20 +26,20 @@ Where librdkafka differs, and how the adapters keep the contract:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kafka import errors as kerr
 from kafka import future as kfuture
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.producer.future import RecordMetadata
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import TopicPartition
 
 from streamae.exceptions import InfrastructureError, SettingsError
 from streamae.kafka_io import METADATA_MAX_AGE_MS, request_limit, transactional_id
@@ -239,13 +240,13 @@ class ConfluentConsumer:
 
     def __init__(self, config: dict[str, object], max_poll_records: int) -> None:
         self.max_poll_records = max_poll_records
-        self._commits: collections.deque[tuple[dict, Callable]] = collections.deque()
+        self._committer: ThreadPoolExecutor | None = None  # async commits
         self._paused: set[TopicPartition] = set()
         self._manual: list[TopicPartition] = []  # assign() without a group
         self._from_start: set[TopicPartition] = set()
         self._listener: Any = None
         try:
-            self._consumer = ck.Consumer({**config, "on_commit": self._committed})
+            self._consumer = ck.Consumer(config)
         except ck.KafkaException as exc:
             raise raised(exc) from exc
 
@@ -418,27 +419,23 @@ class ConfluentConsumer:
 
     def commit_async(self, offsets: dict | None = None,
                      callback: Callable[[dict, Any], None] | None = None) -> None:
-        """``callback(offsets, response)`` runs inside a later poll: the response is an
-        exception on failure (as kafka-python's)."""
-        try:
-            self._consumer.commit(
-                offsets=None if offsets is None else offsets_to_confluent(offsets),
-                asynchronous=True)
-        except (ck.KafkaException, RuntimeError) as exc:
-            raise raised(exc) from exc
-        self._commits.append((offsets or {}, callback or (lambda _o, _r: None)))
+        """A synchronous commit on a thread of its own; ``callback(offsets, response)``
+        runs there (as kafka-python's on its IO thread), the response an exception on
+        failure. librdkafka's own async commit answers through the consumer queue, behind
+        every prefetched record: under backlog the answer (and so the next commit) would
+        wait for thousands of records."""
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="confluent-commit")
+        self._committer.submit(self._commit_and_answer, offsets or {},
+                               callback or (lambda _offsets, _response: None))
 
-    def _committed(self, error: ck.KafkaError | None,
-                   partitions: list[ck.TopicPartition]) -> None:
-        """librdkafka's ``on_commit``: async commits only, answered in the order sent."""
-        if not self._commits:
+    def _commit_and_answer(self, offsets: dict, callback: Callable[[dict, Any], None]) -> None:
+        try:
+            self.commit(offsets)
+        except kerr.KafkaError as exc:
+            callback(offsets, exc)
             return
-        offsets, callback = self._commits.popleft()
-        failed = error or next((p.error for p in partitions if p.error is not None), None)
-        response = translate(failed) if failed is not None else {
-            tp: OffsetAndMetadata(p.offset, "", -1)
-            for tp, p in zip(to_kafka(partitions), partitions, strict=True)}
-        callback(offsets, response)
+        callback(offsets, offsets)
 
     # pausing
     def pause(self, *partitions: TopicPartition) -> None:
@@ -455,7 +452,10 @@ class ConfluentConsumer:
         return set(self._paused)
 
     def close(self, autocommit: bool = False) -> None:
-        """Leave the group (never commits: auto commit is off)."""
+        """Leave the group (never commits: auto commit is off) once the async commit in
+        flight (if any) is answered."""
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         with contextlib.suppress(RuntimeError):  # closed already
             self._consumer.close()
 
