@@ -245,6 +245,8 @@ class ConfluentConsumer:
         self._manual: list[TopicPartition] = []  # assign() without a group
         self._from_start: set[TopicPartition] = set()
         self._listener: Any = None
+        self._config = config
+        self._offsets: ck.Consumer | None = None  # end offsets, on a connection of its own
         try:
             self._consumer = ck.Consumer(config)
         except ck.KafkaException as exc:
@@ -395,9 +397,14 @@ class ConfluentConsumer:
 
     def _watermarks(self, partition: TopicPartition, timeout_ms: int | None) -> tuple[int, int]:
         timeout = DEFAULT_TIMEOUT_S if timeout_ms is None else timeout_ms / 1000
+        if self._offsets is None:
+            # Never subscribes. The group consumer's connection holds a long-polling fetch
+            # (up to fetch.wait.max.ms) once it has read to the end, and a ListOffsets
+            # request queued behind it stalled the loop ~250 ms per call.
+            self._offsets = ck.Consumer(self._config)
         try:
-            found = self._consumer.get_watermark_offsets(to_confluent(partition),
-                                                         timeout=timeout, cached=False)
+            found = self._offsets.get_watermark_offsets(to_confluent(partition),
+                                                        timeout=timeout, cached=False)
         except (ck.KafkaException, RuntimeError) as exc:
             raise raised(exc) from exc
         if found is None:
@@ -456,6 +463,9 @@ class ConfluentConsumer:
         flight (if any) is answered."""
         if self._committer is not None:
             self._committer.shutdown(wait=True)
+        if self._offsets is not None:
+            self._offsets.close()
+            self._offsets = None
         with contextlib.suppress(RuntimeError):  # closed already
             self._consumer.close()
 
