@@ -58,6 +58,7 @@ RDKAFKA_LOG = logging.getLogger("streamae.transport.librdkafka")
 QUEUED_KBYTES = 16_384  # prefetched per consumer (librdkafka's default 64 MB costs RSS)
 DEFAULT_TIMEOUT_S = 10.0  # a metadata or offsets request when the caller gives none
 SERVE_EVERY_S = 0.1  # the delivery thread's wait for reports
+MAX_BLOCK_S = 60.0  # a send waits this long for room in a full queue (kafka-python's)
 # Not an error of the loop: the input topic does not exist yet, or a partition moved.
 QUIET = {ck.KafkaError._PARTITION_EOF, ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
          ck.KafkaError._UNKNOWN_TOPIC, ck.KafkaError._UNKNOWN_PARTITION}
@@ -526,17 +527,22 @@ class ConfluentProducer:
              headers: list[tuple[str, bytes | None]] | None = None,
              partition: int | None = None, timestamp_ms: int | None = None) -> DeliveryFuture:
         """Queue one record; a record the client refuses raises its kafka-python error
-        (``MessageSizeTooLargeError``), a full queue ``KafkaTimeoutError``."""
+        (``MessageSizeTooLargeError``), a queue still full after MAX_BLOCK_S
+        ``KafkaTimeoutError``."""
         future = DeliveryFuture(self._producer)
-        try:
-            self._producer.produce(topic, value, key, partition=-1 if partition is None
-                                   else partition, on_delivery=future.delivered,
-                                   timestamp=timestamp_ms or 0, headers=headers or None)
-        except BufferError as exc:
-            raise kerr.KafkaTimeoutError(f"producer queue full: {exc}") from exc
-        except (ck.KafkaException, RuntimeError) as exc:
-            raise raised(exc) from exc
-        return future
+        deadline = time.monotonic() + MAX_BLOCK_S
+        while True:
+            try:
+                self._producer.produce(topic, value, key, partition=-1 if partition is None
+                                       else partition, on_delivery=future.delivered,
+                                       timestamp=timestamp_ms or 0, headers=headers or None)
+                return future
+            except BufferError as exc:  # queue full: wait for room, as kafka-python does
+                if time.monotonic() > deadline:
+                    raise kerr.KafkaTimeoutError(f"producer queue full: {exc}") from exc
+                self._producer.poll(SERVE_EVERY_S)
+            except (ck.KafkaException, RuntimeError) as exc:
+                raise raised(exc) from exc
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every queued record; KafkaTimeoutError when some are still out."""
