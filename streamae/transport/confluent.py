@@ -32,7 +32,8 @@ import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from kafka import errors as kerr
@@ -58,6 +59,7 @@ RDKAFKA_LOG = logging.getLogger("streamae.transport.librdkafka")
 QUEUED_KBYTES = 16_384  # prefetched per consumer (librdkafka's default 64 MB costs RSS)
 DEFAULT_TIMEOUT_S = 10.0  # a metadata or offsets request when the caller gives none
 SERVE_EVERY_S = 0.1  # the delivery thread's wait for reports
+CLOSE_WAIT_S = 5.0  # close() waits this long for a commit in flight
 MAX_BLOCK_S = 60.0  # a send waits this long for room in a full queue (kafka-python's)
 # Not an error of the loop: the input topic does not exist yet, or a partition moved.
 QUIET = {ck.KafkaError._PARTITION_EOF, ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
@@ -241,7 +243,8 @@ class ConfluentConsumer:
 
     def __init__(self, config: dict[str, object], max_poll_records: int) -> None:
         self.max_poll_records = max_poll_records
-        self._committer: ThreadPoolExecutor | None = None  # async commits
+        self._committer: ThreadPoolExecutor | None = None  # every commit, in order
+        self._last_commit: Future | None = None
         self._paused: set[TopicPartition] = set()
         self._manual: list[TopicPartition] = []  # assign() without a group
         self._from_start: set[TopicPartition] = set()
@@ -414,7 +417,32 @@ class ConfluentConsumer:
 
     # commits
     def commit(self, offsets: dict | None = None, timeout_ms: int | None = None) -> None:
-        """Synchronous (librdkafka has no timeout for it: a broker away raises)."""
+        """Synchronous, bounded by ``timeout_ms`` (librdkafka's own wait has no bound:
+        it runs on the commit thread, and a commit still running at the timeout raises
+        KafkaTimeoutError here and finishes there)."""
+        pending = self._last_commit = self._commit_thread().submit(self._commit_now, offsets)
+        try:
+            pending.result(timeout=None if timeout_ms is None else timeout_ms / 1000)
+        except FutureTimeout as exc:
+            raise kerr.KafkaTimeoutError(f"commit not answered in {timeout_ms} ms") from exc
+
+    def commit_async(self, offsets: dict | None = None,
+                     callback: Callable[[dict, Any], None] | None = None) -> None:
+        """A synchronous commit on the commit thread; ``callback(offsets, response)`` runs
+        there (as kafka-python's on its IO thread), the response an exception on failure.
+        librdkafka's own async commit answers through the consumer queue, behind every
+        prefetched record: under backlog the answer (and so the next commit) would wait
+        for thousands of records."""
+        self._last_commit = self._commit_thread().submit(
+            self._commit_and_answer, offsets or {},
+            callback or (lambda _offsets, _response: None))
+
+    def _commit_thread(self) -> ThreadPoolExecutor:
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="confluent-commit")
+        return self._committer
+
+    def _commit_now(self, offsets: dict | None) -> None:
         try:
             result = self._consumer.commit(
                 offsets=None if offsets is None else offsets_to_confluent(offsets),
@@ -425,21 +453,9 @@ class ConfluentConsumer:
             if part.error is not None:
                 raise translate(part.error)
 
-    def commit_async(self, offsets: dict | None = None,
-                     callback: Callable[[dict, Any], None] | None = None) -> None:
-        """A synchronous commit on a thread of its own; ``callback(offsets, response)``
-        runs there (as kafka-python's on its IO thread), the response an exception on
-        failure. librdkafka's own async commit answers through the consumer queue, behind
-        every prefetched record: under backlog the answer (and so the next commit) would
-        wait for thousands of records."""
-        if self._committer is None:
-            self._committer = ThreadPoolExecutor(1, thread_name_prefix="confluent-commit")
-        self._committer.submit(self._commit_and_answer, offsets or {},
-                               callback or (lambda _offsets, _response: None))
-
     def _commit_and_answer(self, offsets: dict, callback: Callable[[dict, Any], None]) -> None:
         try:
-            self.commit(offsets)
+            self._commit_now(offsets)
         except kerr.KafkaError as exc:
             callback(offsets, exc)
             return
@@ -460,10 +476,18 @@ class ConfluentConsumer:
         return set(self._paused)
 
     def close(self, autocommit: bool = False) -> None:
-        """Leave the group (never commits: auto commit is off) once the async commit in
-        flight (if any) is answered."""
+        """Leave the group (never commits: auto commit is off) once the commit in flight
+        (if any) is answered; one still unanswered after CLOSE_WAIT_S (a broker away)
+        leaves the client to the process's exit, as closing under it is unsafe."""
         if self._committer is not None:
-            self._committer.shutdown(wait=True)
+            self._committer.shutdown(wait=False)  # commits run in order: the last one
+            if self._last_commit is not None:
+                try:
+                    self._last_commit.exception(timeout=CLOSE_WAIT_S)
+                except FutureTimeout:
+                    log.warning("event=consumer_close_skipped client=confluent "
+                                "reason=commit_unanswered seconds=%.0f", CLOSE_WAIT_S)
+                    return
         if self._offsets is not None:
             self._offsets.close()
             self._offsets = None
