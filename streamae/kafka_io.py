@@ -1,6 +1,7 @@
 """Kafka clients built from settings, batch polling, and at-least-once offset tracking.
 
-The only module that imports kafka-python. ``OffsetTracker`` encodes the delivery rule:
+``kafka.client`` picks the transport: kafka-python here, or confluent-kafka behind the same
+surface (``streamae.transport.confluent``). ``OffsetTracker`` encodes the delivery rule:
 an offset is done once what it produced is acknowledged (or it produced nothing), and a
 partition commits ``offset + 1`` only up to its first offset that is not done yet.
 """
