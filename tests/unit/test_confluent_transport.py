@@ -118,3 +118,30 @@ def test_without_the_extra_the_setting_is_a_clear_error(monkeypatch):
     monkeypatch.delattr(importlib.import_module("streamae.transport"), "confluent")
     with pytest.raises(SettingsError, match=r"pip install 'streamae\[confluent\]'"):
         build_consumer(settings(), 100)
+
+
+def test_a_message_becomes_a_kafka_python_record():
+    message = ck.Message(topic="t", partition=2, offset=41, key=b"pump-1", value=b"[1,2]",
+                         headers=[("content-type", b"application/json"), ("n", None)],
+                         timestamp=(ck.TIMESTAMP_CREATE_TIME, 1_700_000_000_000))
+    record = confluent.record_of(message)
+    assert (record.topic, record.partition, record.offset) == ("t", 2, 41)
+    assert (record.key, record.value) == (b"pump-1", b"[1,2]")
+    assert record.headers == [("content-type", b"application/json"), ("n", None)]
+    assert (record.timestamp, record.timestamp_type) == (1_700_000_000_000, 0)  # create
+    assert (record.serialized_key_size, record.serialized_value_size) == (6, 5)
+
+
+def test_a_message_without_headers_key_or_value_has_kafka_pythons_empties():
+    record = confluent.record_of(ck.Message(topic="t", partition=0, offset=0,
+                                            timestamp=(ck.TIMESTAMP_LOG_APPEND_TIME, 5)))
+    assert record.headers == [] and record.key is None and record.value is None
+    assert record.timestamp_type == 1 and record.serialized_value_size == -1
+
+
+def test_the_stand_in_of_an_unreadable_record_keeps_its_bytes_and_position():
+    message = ck.Message(topic="t", partition=3, offset=9, key=b"k", value=b"raw",
+                         timestamp=(ck.TIMESTAMP_CREATE_TIME, 7))
+    stand_in = confluent.stand_in(message)
+    assert (stand_in.topic, stand_in.partition, stand_in.offset) == ("t", 3, 9)
+    assert (stand_in.key, stand_in.value, stand_in.headers) == (b"k", b"raw", [])
