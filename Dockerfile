@@ -46,7 +46,8 @@ COPY pyproject.toml README.md ./
 COPY streamae ./streamae
 # pip compiles the bytecode now: the root filesystem is read-only at run time, and torch
 # imports far faster from .pyc files than from source
-RUN pip install . \
+# the confluent extra: STREAMAE_KAFKA__CLIENT=confluent works in the image too
+RUN pip install ".[confluent]" \
     && pip uninstall -y pip
 
 # ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """End-to-end throughput of the daemon against a bare kafka-python loop, on one broker.
 
     .venv/bin/python benchmarks/throughput.py [--messages 50000] [--device cpu]
+    .venv/bin/python benchmarks/throughput.py --client confluent [--messages N --rounds 3]
 
 Uses STREAMAE_BENCH_BOOTSTRAP when set, else starts the project's own broker. Prints
 messages/s of (a) a bare consume loop (poll, json.loads, commit per batch), (b) the
@@ -96,9 +97,15 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=Settings().torch_threads)
+    parser.add_argument("--client", choices=["kafka-python", "confluent"],
+                        default="kafka-python",
+                        help="confluent: compare the transports instead (client_arms.py)")
+    parser.add_argument("--rounds", type=int, default=3, help="--client confluent: rounds")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="streamae-bench-"))
+    if args.client == "confluent":
+        return transport_comparison(args, work)
     with bench_broker(work / "kafka", 19392) as bootstrap:
         readings = DemoStream(seed=1).take(args.messages)
         messages = [json.dumps(r.as_message()).encode() for r in readings]
@@ -130,6 +137,23 @@ def main() -> int:
         print("scoring only (dense, 8 features):")
         for size, rate in scoring_only(slot_live.scorer, data):
             print(f"  batch {size:>5}: {rate:>12,.0f} vectors/s")
+    return 0
+
+
+def transport_comparison(args: argparse.Namespace, work: Path) -> int:
+    """``--client confluent``: the arms of client_arms.py on a model trained here."""
+    from client_arms import compare_clients
+
+    with bench_broker(work / "kafka", 19392) as bootstrap:
+        readings = DemoStream(seed=1).take(2000)
+        data = np.array([list(r.values.values()) for r in readings], dtype=np.float32)
+        settings = Settings()
+        detector = train_detector(data, settings.model, args.device)
+        threshold = calibrated_threshold(settings.threshold, detector)
+        save_checkpoint(work / "checkpoints", detector, threshold_state=threshold.state(),
+                        metadata={"origin": "bench"})
+        compare_clients(bootstrap, args.messages, args.rounds, work / "checkpoints",
+                        args.device)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Kafka clients built from settings, batch polling, and at-least-once offset tracking.
 
-The only module that imports kafka-python. ``OffsetTracker`` encodes the delivery rule:
+``kafka.client`` picks the transport: kafka-python here, or confluent-kafka behind the same
+surface (``streamae.transport.confluent``). ``OffsetTracker`` encodes the delivery rule:
 an offset is done once what it produced is acknowledged (or it produced nothing), and a
 partition commits ``offset + 1`` only up to its first offset that is not done yet.
 """
@@ -61,6 +62,10 @@ def security_config(kafka: KafkaSettings) -> dict[str, object]:
 
 def build_consumer(kafka: KafkaSettings, max_poll_records: int,
                    topics: Sequence[str] | None = None) -> KafkaConsumer:
+    """The daemon's group consumer, with the client ``kafka.client`` names."""
+    if kafka.client == "confluent":
+        from streamae.transport import confluent
+        return confluent.build_consumer(kafka, max_poll_records, topics)
     try:
         consumer = KafkaConsumer(
             **security_config(kafka),
@@ -88,6 +93,9 @@ def build_consumer(kafka: KafkaSettings, max_poll_records: int,
 def build_producer(kafka: KafkaSettings) -> KafkaProducer:
     """acks=all with retries: a record counts as delivered only once every replica has it.
     Exactly once: a transactional producer, initialised (earlier instances fenced)."""
+    if kafka.client == "confluent":
+        from streamae.transport import confluent
+        return confluent.build_producer(kafka)
     exactly_once = kafka.delivery == "exactly_once"
     options: dict[str, object] = (
         # kafka-python 3.0's idempotent producer (its default) turns one refused batch (a
@@ -110,6 +118,25 @@ def build_producer(kafka: KafkaSettings) -> KafkaProducer:
         return producer
     except KafkaError as exc:
         raise InfrastructureError(f"cannot connect producer: {exc}") from exc
+
+
+def build_model_producer(kafka: KafkaSettings, max_bytes: int) -> KafkaProducer:
+    """The model publisher's own producer, sized for checkpoints (never transactional)."""
+    if kafka.client == "confluent":
+        from streamae.transport import confluent
+        return confluent.build_model_producer(kafka, max_bytes)
+    return KafkaProducer(**security_config(kafka), acks="all", max_request_size=max_bytes)
+
+
+def build_reader(kafka: KafkaSettings, max_bytes: int) -> KafkaConsumer:
+    """A consumer without a group that reads assigned partitions from the beginning,
+    records up to ``max_bytes`` (the model topic)."""
+    if kafka.client == "confluent":
+        from streamae.transport import confluent
+        return confluent.build_reader(kafka, max_bytes)
+    return KafkaConsumer(**security_config(kafka), group_id=None, enable_auto_commit=False,
+                         auto_offset_reset="earliest", max_partition_fetch_bytes=max_bytes,
+                         fetch_max_bytes=max(max_bytes, 52_428_800))
 
 
 def transactional_id(kafka: KafkaSettings) -> str:
@@ -246,7 +273,10 @@ def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> l
     An empty poll ends the batch at once: the client returns early only when it has
     nothing to give (no coordinator yet, say), and spinning on it would burn a core.
     A record the client cannot parse raises ``UnreadableRecords`` with what was read before.
+    A client with a batch call of its own (``poll_records``: confluent-kafka) uses it.
     """
+    if (poll_records := getattr(consumer, "poll_records", None)) is not None:
+        return poll_records(max_records, max_wait_ms)
     records: list[Record] = []
     deadline = time.monotonic() + max_wait_ms / 1000
     while len(records) < max_records:

@@ -17,13 +17,13 @@ import threading
 import time
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamae.checkpoints import checkpoint_from_bytes
 from streamae.exceptions import CheckpointError, InfrastructureError, ModelRejected
-from streamae.kafka_io import admin_client, security_config
+from streamae.kafka_io import admin_client, build_model_producer, build_reader
 from streamae.live import ModelSlot, admit, live_from_checkpoint, rejection_reason
 from streamae.metrics import Metrics
 from streamae.settings import KafkaSettings
@@ -60,8 +60,7 @@ class ModelPublisher:
         self.topic = kafka.model_topic
         self.max_bytes = max_bytes
         try:
-            self.producer = KafkaProducer(**security_config(kafka), acks="all",
-                                          max_request_size=max_bytes)
+            self.producer = build_model_producer(kafka, max_bytes)
         except KafkaError as exc:
             raise InfrastructureError(f"cannot connect model producer: {exc}") from exc
 
@@ -108,10 +107,7 @@ class ModelSubscriber:
         self.stop = threading.Event()
         self._thread: threading.Thread | None = None
         try:
-            self.consumer = KafkaConsumer(
-                **security_config(kafka), group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest", max_partition_fetch_bytes=max_bytes,
-                fetch_max_bytes=max(max_bytes, 52_428_800))
+            self.consumer = build_reader(kafka, max_bytes)
         except KafkaError as exc:
             raise InfrastructureError(f"cannot connect model consumer: {exc}") from exc
 

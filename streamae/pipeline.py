@@ -152,7 +152,10 @@ class Daemon:
             records = poll_batch(self.consumer, batch.max_size, batch.max_wait_ms)
         except UnreadableRecords as exc:
             records = exc.records
-            self._skip_unreadable(exc.cause)
+            if exc.skipped:  # read past already, without their headers (confluent)
+                self._unreadable_letters(exc.skipped, exc.cause)
+            else:
+                self._skip_unreadable(exc.cause)
         self.broker_ok = bool(self.consumer.assignment())
         self._rejoin_if_stuck()
         if records:
@@ -172,11 +175,15 @@ class Daemon:
             log.warning("event=unreadable_records topic=%s partition=%d first=%d next=%d "
                         "error=%r", tp.topic, tp.partition, offsets.start, offsets.stop, cause)
             self.consumer.seek(tp, offsets.stop)
-            error = UnreadableError(f"the client cannot parse this record: {cause}"[:500])
-            batch = [UnreadableRecord(tp.topic, tp.partition, n) for n in offsets]
-            self.tracker.started(batch)
-            self.stats.consumed += len(batch)
-            self._unreadable.extend((record, error) for record in batch)
+            self._unreadable_letters(
+                [UnreadableRecord(tp.topic, tp.partition, n) for n in offsets], cause)
+
+    def _unreadable_letters(self, batch: list[UnreadableRecord], cause: Exception) -> None:
+        """Count the stand-ins as consumed; they go out as dead letters this turn."""
+        error = UnreadableError(f"the client cannot parse this record: {cause}"[:500])
+        self.tracker.started(batch)
+        self.stats.consumed += len(batch)
+        self._unreadable.extend((record, error) for record in batch)
 
     def _rejoin_if_stuck(self) -> None:
         """kafka-python 3.0 can join with metadata lacking a new topic and then stay

@@ -96,6 +96,9 @@ class KafkaSettings(Section):
     # stable per replica (default: streamae-<group>-<host name>, a StatefulSet pod name).
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     transactional_id: str | None = Field(None, min_length=1, max_length=249)
+    # The client library: kafka-python (default), or confluent-kafka (librdkafka, ~2-3x
+    # faster; `pip install 'streamae[confluent]'`), same guarantees, exactly once included.
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
 
     _split_topics = field_validator("input_topics", mode="before")(_split_csv)
 

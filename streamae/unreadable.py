@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,12 +40,18 @@ PROBE_WAIT_MS = 3_000  # one probe fetch; a partition with data answers far soon
 
 
 class UnreadableRecords(Exception):
-    """Raised by ``poll_batch``: ``records`` were read before ``cause`` stopped the poll."""
+    """Raised by ``poll_batch``: ``records`` were read before ``cause`` stopped the poll.
 
-    def __init__(self, records: list[Any], cause: Exception) -> None:
+    ``skipped``: stand-ins of the records the client read past without their headers
+    (confluent-kafka), so there is nothing to locate or seek.
+    """
+
+    def __init__(self, records: list[Any], cause: Exception,
+                 skipped: Sequence[UnreadableRecord] = ()) -> None:
         super().__init__(str(cause))
         self.records = records
         self.cause = cause
+        self.skipped = list(skipped)
 
 
 class UnreadableError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,15 +18,29 @@ from kafka import KafkaConsumer, KafkaProducer
 from streamae.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+CONFLUENT = importlib.util.find_spec("confluent_kafka") is not None
+# Run a test for both transports (STREAMAE_KAFKA__CLIENT): it overrides the fixture below.
+BOTH_CLIENTS = pytest.mark.parametrize("kafka_client", [
+    "kafka-python",
+    pytest.param("confluent", marks=pytest.mark.skipif(
+        not CONFLUENT, reason="confluent-kafka is not installed (extra 'confluent')")),
+])
 
 
 @pytest.fixture
-def daemon_env(kafka_bootstrap: str, make_topic: Callable[..., str],
-               tmp_path: Path) -> Callable[..., dict[str, str]]:
+def kafka_client() -> str:
+    """The transport the daemon under test uses; BOTH_CLIENTS runs a test for each."""
+    return "kafka-python"
+
+
+@pytest.fixture
+def daemon_env(kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path,
+               kafka_client: str) -> Callable[..., dict[str, str]]:
     """Factory: STREAMAE_* variables for a daemon on fresh topics (overrides win)."""
 
     def build(partitions: int = 1, **overrides: str) -> dict[str, str]:
         env = {
+            "STREAMAE_KAFKA__CLIENT": kafka_client,
             "STREAMAE_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
             "STREAMAE_KAFKA__INPUT_TOPICS": make_topic("in", partitions=partitions),
             "STREAMAE_KAFKA__OUTPUT_TOPIC": make_topic("anomalies"),

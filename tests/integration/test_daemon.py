@@ -16,7 +16,7 @@ from streamae.demo import KINDS, DemoStream
 from streamae.kafka_io import build_consumer, build_producer
 from streamae.metrics import Metrics
 from streamae.pipeline import Daemon
-from tests.integration.conftest import settings_from
+from tests.integration.conftest import BOTH_CLIENTS, settings_from
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +40,7 @@ def demo_messages(count, seed=3):
     return [(r.key, r.as_message()) for r in readings], readings
 
 
+@BOTH_CLIENTS
 def test_demo_stream_anomalies_are_detected(daemon_env, produce, read_topic, monkeypatch):
     env = daemon_env(partitions=2)
     topic = env["STREAMAE_KAFKA__INPUT_TOPICS"]
@@ -79,6 +80,7 @@ BAD_INPUTS = [
 ]
 
 
+@BOTH_CLIENTS
 def test_bad_inputs_are_dead_lettered_and_good_ones_all_scored(
         daemon_env, produce, read_topic, monkeypatch):
     env = daemon_env(STREAMAE_KAFKA__MAX_MESSAGE_BYTES="65536")
@@ -149,9 +151,12 @@ def committed(env, partitions):
     return sum(offsets)
 
 
+@BOTH_CLIENTS
 def test_sigkill_then_restart_scores_every_offset_with_bounded_duplicates(
         daemon_env, produce, read_topic, spawn_daemon):
-    env = daemon_env(partitions=2, STREAMAE_BATCH__MAX_SIZE="100")
+    # the killed member leaves the group after 6 s, not the default 45 s
+    env = daemon_env(partitions=2, STREAMAE_BATCH__MAX_SIZE="100",
+                     STREAMAE_KAFKA__SESSION_TIMEOUT_MS="6000")
     topic, scores_topic = env["STREAMAE_KAFKA__INPUT_TOPICS"], env["STREAMAE_KAFKA__SCORES_TOPIC"]
     messages, _ = demo_messages(6000, seed=5)
     produce(topic, messages)

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 from kafka import KafkaConsumer
 
+from tests.integration.conftest import BOTH_CLIENTS
 from tests.integration.test_daemon import (
     committed,
     consumed_records,
@@ -40,6 +41,7 @@ def read_committed(bootstrap: str, topic: str, idle_s: float = 3.0) -> tuple[lis
     return records, counts["read_uncommitted"]
 
 
+@BOTH_CLIENTS
 def test_sigkill_and_restart_give_each_output_exactly_once(daemon_env, produce, spawn_daemon):
     env = daemon_env(partitions=2, STREAMAE_KAFKA__DELIVERY="exactly_once",
                      STREAMAE_BATCH__MAX_SIZE="100", STREAMAE_WARMUP_SIZE="300",

@@ -18,6 +18,7 @@ from streamae.scoring import Scorer
 from streamae.settings import KafkaSettings
 from streamae.thresholds import build_threshold
 from streamae.training import TrainConfig, fit
+from tests.integration.conftest import BOTH_CLIENTS
 from tests.integration.odd_records import NullValue, null_header_values
 
 pytestmark = pytest.mark.integration
@@ -41,8 +42,9 @@ def poisoned(version: int) -> bytes:
     return blob(det, version)
 
 
+@BOTH_CLIENTS
 def test_bad_checkpoints_on_the_model_topic_are_rejected_and_the_good_one_loads(
-        kafka_bootstrap, make_topic):
+        kafka_client, kafka_bootstrap, make_topic):
     topic = make_topic("models", compacted=False)
     good, running = detector(), detector()
     versioned = [  # every bad one newer than the good version 6, so each is tried
@@ -68,7 +70,7 @@ def test_bad_checkpoints_on_the_model_topic_are_rejected_and_the_good_one_loads(
     slot, metrics = ModelSlot(), Metrics()
     threshold = build_threshold("static", value=3.0, quantile=0.99, window=100, min_samples=10)
     slot.swap(LiveModel(Scorer(running, "cpu"), threshold, 1))
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, model_topic=topic,
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, model_topic=topic, client=kafka_client,
                           client_id=f"t-{uuid.uuid4().hex[:6]}")
     subscriber = ModelSubscriber(kafka, 8_000_000, slot, "cpu", 64, metrics, kind="dense")
     try:
