@@ -158,7 +158,7 @@ def daemon_arm(count: int, ready_file: str | None) -> dict:
     return result
 
 
-def _announce_ready(daemon, path: str) -> None:  # noqa: ANN001 - a Daemon
+def _announce_ready(daemon, path: str) -> None:
     while not daemon.broker_ok:
         time.sleep(0.05)
     Path(path).write_text("ready")

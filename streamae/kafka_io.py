@@ -263,6 +263,28 @@ def poll_batch(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> l
     return records
 
 
+def poll_available(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) -> list[Record]:
+    """Wait up to ``max_wait_ms`` for anything, then take what the client already holds
+    (up to ``max_records``) without waiting to fill a batch: a quiet stream is scored at
+    once (latency), a backlog comes in large batches (the client's fetched records).
+    A record the client cannot parse raises ``UnreadableRecords`` with what was read before.
+    """
+    records: list[Record] = []
+    timeout_ms = max_wait_ms
+    while len(records) < max_records:
+        try:
+            polled = consumer.poll(timeout_ms=timeout_ms,
+                                   max_records=max_records - len(records))
+        except CorruptRecordError as exc:  # see streamae.unreadable
+            raise UnreadableRecords(records, exc) from exc
+        if not polled:
+            break
+        for batch in polled.values():
+            records.extend(batch)
+        timeout_ms = 0
+    return records
+
+
 @dataclass
 class _PartitionState:
     pending: set[int] = field(default_factory=set)

@@ -3,11 +3,14 @@
 Each turn of the loop is a short list of named steps::
 
     poll -> (restore incidents) -> decode/window -> dead-letter bad input -> (cold start)
-         -> score -> threshold -> publish anomalies and incidents -> flush (wait for acks)
-         -> mark offsets done -> commit
+         -> score -> threshold -> publish anomalies and incidents -> seal the turn
+         -> mark the offsets of acknowledged turns done -> commit
 
 An offset is committed only after everything it produced was acknowledged by the broker
-(at least once). The live model is read once per batch, so a swap never splits a batch.
+(at least once). The loop does not wait for acks per batch: a turn's acks arrive through
+the producer's callbacks while the next batch is polled and scored, and at most
+``MAX_TURNS_IN_FLIGHT`` turns wait unacknowledged. The live model is read once per batch,
+so a swap never splits a batch.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from streamae.exceptions import InfrastructureError
 from streamae.incident_feed import IncidentFeed
 from streamae.incidents import feature_names
 from streamae.intake import Decoding, Sample
-from streamae.kafka_io import OffsetTracker, commit, consumer_lag, poll_batch, security_config
+from streamae.kafka_io import (
+    OffsetTracker,
+    commit,
+    consumer_lag,
+    poll_available,
+    security_config,
+)
 from streamae.live import LiveModel, ModelSlot
 from streamae.messages import encode_json, score_record
 from streamae.metrics import Metrics
@@ -44,6 +53,9 @@ LAG_EVERY_S = 5.0
 SHUTDOWN_BUDGET_S = 15.0  # waiting for acks on a stop (Kubernetes' grace period is 30 s)
 PROBE_TIMEOUT_MS = 2_000  # one broker round trip that says whether it is reachable
 REJOIN_AFTER_S = 20.0
+# Turns sent and not yet acknowledged before the loop waits: bounds what is polled ahead
+# of the broker's acks (memory, and what a crash makes the next owner consume again).
+MAX_TURNS_IN_FLIGHT = 1
 # Called after each scored batch with (live model, inputs, normalised scores, flags).
 ScoredHook = Callable[[LiveModel, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -113,7 +125,7 @@ class Daemon:
         return self.stats
 
     def step(self) -> None:
-        """One turn: poll a batch, handle every record of it, deliver, commit."""
+        """One turn: poll a batch, handle every record of it, send, commit what is acked."""
         self.heartbeat = time.monotonic()
         records = self._poll()
         self._restore_incidents()
@@ -149,7 +161,7 @@ class Daemon:
     def _poll(self) -> list[Any]:
         batch = self.settings.batch
         try:
-            records = poll_batch(self.consumer, batch.max_size, batch.max_wait_ms)
+            records = poll_available(self.consumer, batch.max_size, batch.max_wait_ms)
         except UnreadableRecords as exc:
             records = exc.records
             self._skip_unreadable(exc.cause)
@@ -284,24 +296,51 @@ class Daemon:
         self.delivery.send(topic, value, key, headers)
 
     def _deliver_and_commit(self, wait: bool = True, budget_s: float | None = None) -> None:
-        """Wait for every ack of this turn, then commit the offsets that are now done."""
+        """Commit the offsets whose outputs are acknowledged.
+
+        At least once, the loop does not wait: this turn's records are sealed with its
+        sends and marked done when the producer's callbacks have acknowledged all of them
+        (a later turn, usually the next); ``wait`` (a stop) waits for every ack first.
+        Exactly once waits each turn: outputs and offsets are one transaction."""
+        if self.delivery.transactional:
+            self._commit_transaction(budget_s)
+            return
+        self.delivery.seal((self._finished, self._scored_ts))
+        self._finished, self._scored_ts = [], []
+        if wait:
+            self.delivery.settle(budget_s)
+            turns = self.delivery.collect(budget_s)
+        else:
+            turns = self.delivery.wait_below(MAX_TURNS_IN_FLIGHT)
+        for turn in turns:
+            records, scored_ts = turn.done
+            self._observe_delivered(scored_ts)
+            self.tracker.done(records)
+            if turn.sent:
+                self._set_reachable(True)
+        commit(self.consumer, self.tracker, wait=wait)
+
+    def _commit_transaction(self, budget_s: float | None) -> None:
         sent = self.delivery.pending
         self.delivery.settle(budget_s)
         if sent:
             self._set_reachable(True)
+        self._observe_delivered(self._scored_ts)
+        self._scored_ts = []
+        self.tracker.done(self._finished)
+        self._finished = []
+        offsets = self.tracker.committable()
+        self.delivery.commit(offsets, self.consumer.group_metadata())
+        self.tracker.mark_committed(offsets)
+
+    def _observe_delivered(self, scored_ts: list[int | None]) -> None:
+        """End-to-end latency: from each scored record's timestamp to its outputs' acks."""
+        if not scored_ts:
+            return
         now_ms = self.clock() * 1000
-        for ts in self._scored_ts:
+        for ts in scored_ts:
             if ts is not None and ts > 0:
                 self.metrics.end_to_end_seconds.observe(max(0.0, (now_ms - ts) / 1000))
-        self._scored_ts.clear()
-        self.tracker.done(self._finished)
-        self._finished.clear()
-        if self.delivery.transactional:  # outputs and offsets in one transaction
-            offsets = self.tracker.committable()
-            self.delivery.commit(offsets, self.consumer.group_metadata())
-            self.tracker.mark_committed(offsets)
-        else:
-            commit(self.consumer, self.tracker, wait=wait)
 
     def _observe_lag(self) -> None:
         """Every few seconds: one broker round trip (is it reachable?) and the lag gauges."""
@@ -350,9 +389,10 @@ class Daemon:
 
 class _Rebalance(ConsumerRebalanceListener):
     """Bookkeeping only: kafka-python 3 runs these callbacks on its IO thread, where a
-    blocking call (flush, a synchronous commit) raises. Each turn of the loop already ends
-    with everything delivered and committed, so nothing done is lost on a rebalance;
-    samples still gathered for a cold start stay and are scored (at least once)."""
+    blocking call (flush, a synchronous commit) raises. A turn still waiting for acks when
+    its partitions go is forgotten with them: the new owner consumes those records again
+    (at least once, at most MAX_TURNS_IN_FLIGHT + 1 batches); samples still gathered for a
+    cold start stay and are scored (at least once)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
