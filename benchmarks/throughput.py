@@ -2,6 +2,7 @@
 
     flock /tmp/streamae-bench.lock .venv/bin/python benchmarks/throughput.py \
         [--messages 50000] [--rounds 1] [--client kafka-python] [--arms ...] [--no-latency]
+        [--profile DIR]   # each arm under py-spy (CPU figures then include its overhead)
 
 Uses STREAMAE_BENCH_BOOTSTRAP when set, else starts the project's own broker. The workload
 is the issue's: demo sensor readings (8 named features, 4 keys, ~1% anomalous) on a topic of
@@ -255,6 +256,10 @@ def run_child(arm: str, args: argparse.Namespace, topic: str, work: Path,
                "--messages", str(count or args.messages)]
     if ready_file:
         command += ["--ready-file", ready_file]
+    if args.profile:  # py-spy's raw (collapsed) stacks of each arm, for a profile
+        out = Path(args.profile) / f"{arm.replace(':', '-')}-{uuid.uuid4().hex[:4]}.txt"
+        command = ["py-spy", "record", "-r", "250", "-f", "raw", "-o", str(out), "--",
+                   *command]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -322,6 +327,7 @@ def main() -> int:
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--latency-rate", type=float, default=None)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--profile", help="a folder: each arm runs under py-spy record")
     # child process arguments
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--arm", help=argparse.SUPPRESS)

@@ -26,12 +26,12 @@ import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
-from streamae.alerts import build_event, explain
+from streamae.alerts import AnomalyLog, build_event, explain
 from streamae.delivery import Delivery
 from streamae.exceptions import InfrastructureError
 from streamae.incident_feed import IncidentFeed
 from streamae.incidents import feature_names
-from streamae.intake import Decoding, Sample
+from streamae.intake import Batch, Decoding, Sample
 from streamae.kafka_io import (
     OffsetTracker,
     commit,
@@ -40,7 +40,7 @@ from streamae.kafka_io import (
     security_config,
 )
 from streamae.live import LiveModel, ModelSlot
-from streamae.messages import encode_json, score_record
+from streamae.messages import encode_json, score_records
 from streamae.metrics import Metrics
 from streamae.settings import Settings
 from streamae.thresholds import classify_and_learn
@@ -102,6 +102,7 @@ class Daemon:
                                        settings.threshold.top_k, self.metrics, self._send,
                                        clock) if settings.incident.enabled else None)
         self._unreadable: list[tuple[Any, Exception]] = []  # stand-ins of skipped offsets
+        self.anomaly_log = AnomalyLog(each=settings.anomaly_log == "each")
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunStats:
@@ -134,10 +135,11 @@ class Daemon:
         self._dead_letter(self._unreadable + intake.dead)
         self._unreadable = []
         self._finished.extend(intake.absorbed)
-        ready = self.cold_start.admit(intake.samples, self.consumer, self.decoding)
+        ready = self.cold_start.admit(intake.batch, self.consumer, self.decoding)
         live = self.slot.live  # read once: a swap never splits a batch
-        if ready and live is not None:
+        if len(ready) and live is not None:
             self._score(live, ready)
+        self.anomaly_log.flush_if_due()
         self._deliver_and_commit(wait=False)
         self._observe_lag()
 
@@ -151,6 +153,7 @@ class Daemon:
         except InfrastructureError as exc:
             log.warning("event=shutdown_without_commit error=%r", str(exc)[:300])
         finally:
+            self.anomaly_log.flush_if_due(force=True)
             self.consumer.close(autocommit=False)
             self.producer.close(timeout=10)
             log.info("event=daemon_stopped consumed=%d scored=%d anomalies=%d dead_letters=%d",
@@ -231,31 +234,31 @@ class Daemon:
             self._finished.append(record)
         self.stats.dead_letters += len(dead)
 
-    def _score(self, live: LiveModel, samples: list[Sample]) -> None:
-        values = np.stack([s.values for s in samples]).astype(np.float32, copy=False)
+    def _score(self, live: LiveModel, batch: Batch) -> None:
+        values = batch.values
         started = time.perf_counter()
-        batch = live.scorer.score(values)
+        scored = live.scorer.score(values)
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
-        flags, value = classify_and_learn(live.threshold, batch.scores)
+        flags, value = classify_and_learn(live.threshold, scored.scores)
         features: dict[int, tuple[tuple[str, float], ...]] = {}
-        for i in np.flatnonzero(flags):
+        for i in np.flatnonzero(flags).tolist():
             try:
-                features[int(i)] = self._publish_anomaly(live, samples[i], values[i], batch,
-                                                         int(i), value)
+                features[i] = self._publish_anomaly(live, batch.sample(i), values[i], scored,
+                                                    i, value)
             except InfrastructureError:
                 raise
             except Exception as exc:  # one record's explanation must not stop the batch
-                self._dead_letter([(samples[i].record, exc)])
+                self._dead_letter([(batch.records[i], exc)])
         if self.incidents is not None:
-            self.incidents.observe(samples, batch.scores, flags, value, features)
-        self._publish_scores(live, samples, batch.scores, flags, value)
+            self.incidents.observe(batch, scored.scores, flags, value, features)
+        self._publish_scores(live, batch, scored.scores, flags, value)
         for hook in self.scored_hooks:
-            hook(live, values, batch.scores, flags)
-        self.metrics.scored.inc(len(samples))
+            hook(live, values, scored.scores, flags)
+        self.metrics.scored.inc(len(batch))
         self.metrics.threshold.set(value if value is not None else float("nan"))
-        self.stats.scored += len(samples)
-        self._finished.extend(s.record for s in samples)
-        self._scored_ts.extend(s.record.timestamp for s in samples)
+        self.stats.scored += len(batch)
+        self._finished.extend(batch.records)
+        self._scored_ts.extend(record.timestamp for record in batch.records)
 
     def _publish_anomaly(self, live: LiveModel, sample: Sample, values: np.ndarray,
                          batch: Any, i: int,
@@ -273,23 +276,19 @@ class Daemon:
         self.metrics.anomalies.inc()
         self.stats.anomalies += 1
         top = explanation.get("features") or explanation.get("regions") or []
-        log.info("event=anomaly key=%s offset=%d score=%.3f threshold=%.3f top=%s",
-                 sample.key, sample.record.offset, batch.scores[i], threshold,
-                 ",".join(str(t.get("feature", (t.get("row"), t.get("col")))) for t in top))
+        self.anomaly_log.add(sample.key, sample.record.offset, float(batch.scores[i]),
+                             float(threshold), top)
         return feature_names(explanation)
 
-    def _publish_scores(self, live: LiveModel, samples: list[Sample], scores: np.ndarray,
+    def _publish_scores(self, live: LiveModel, batch: Batch, scores: np.ndarray,
                         flags: np.ndarray, threshold: float | None) -> None:
         topic = self.settings.kafka.scores_topic
         if not topic:
             return
-        for sample, score, flag in zip(samples, scores, flags, strict=True):
-            record = sample.record
-            body = score_record(topic=record.topic, partition=record.partition,
-                                offset=record.offset, key=sample.key, score=float(score),
-                                threshold=threshold, anomaly=bool(flag),
-                                model_version=live.version)
-            self._send(topic, encode_json(body), record.key)
+        records = batch.records
+        for record, body in zip(records, score_records(records, batch.keys, scores, flags,
+                                                       threshold, live.version), strict=True):
+            self._send(topic, body, record.key)
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None,
               headers: list[tuple[str, bytes]] | None = None) -> None:

@@ -286,6 +286,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9100, ge=0, le=65535)  # 0 disables the HTTP server
     metrics_host: str = Field("0.0.0.0", min_length=1)  # bind address of /metrics, probes
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "summary": one INFO line every 10 s with the anomalies since (each at DEBUG);
+    # "each": one INFO line per anomaly (the quickstart's demo), costly under load.
+    anomaly_log: Literal["summary", "each"] = "summary"
     # torch intra-op threads. 1 keeps small models fast and leaves a core to the
     # background trainer; raise it for large conv models on a many-core node.
     torch_threads: int = Field(1, ge=1, le=256)
