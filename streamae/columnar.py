@@ -11,7 +11,9 @@ reason as ever and good input of every accepted form decodes as before.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,7 @@ import orjson
 
 from streamae.messages import FLOAT32_TYPES, JSON_TYPES, VectorDecoder, content_type, header
 
-_NUMBERS = (int, float)  # exact types: a JSON true is a bool, not a number
+_NUMBER_TYPES = frozenset({int, float})  # exact types: a JSON true is a bool, not a number
 _MAX_TS = 10**15  # as messages._MAX_ABS_TS_MS: beyond it the record takes the slow path
 
 
@@ -44,7 +46,7 @@ class _Rows:
         self.keys: list[str | None] = []
         self.ts: list[int | None] = []
         self.names: list[tuple[str, ...] | None] = []
-        self.lists: list[list] = []  # JSON rows
+        self.lists: list[Sequence] = []  # JSON rows
         self.list_at: list[int] = []  # their positions among the rows
         self.blobs: list[bytes] = []  # float32 rows
         self.blob_at: list[int] = []
@@ -121,16 +123,15 @@ def _fast(decoder: VectorDecoder, rows: _Rows, i: int, value: bytes | None,
         if names is None or len(raw) != width:
             return False
         try:
-            row = [raw[name] for name in names]
+            row = _getter(names)(raw)
         except KeyError:
             return False
     elif type(raw) is list and len(raw) == width:
         row = raw
     else:
         return False
-    for item in row:
-        if type(item) not in _NUMBERS:
-            return False
+    if not _NUMBER_TYPES.issuperset(map(type, row)):
+        return False
     key, ts = body.get("key"), body.get("ts")
     if (key is not None and type(key) is not str) or (
             ts is not None and (type(ts) is not int or not -_MAX_TS <= ts <= _MAX_TS)):
@@ -139,6 +140,13 @@ def _fast(decoder: VectorDecoder, rows: _Rows, i: int, value: bytes | None,
     rows.lists.append(row)
     rows.list_at.append(at)
     return True
+
+
+@functools.lru_cache(maxsize=8)
+def _getter(names: tuple[str, ...]) -> Callable[[dict], tuple]:
+    """The values of ``names`` from a dict, in that order (a tuple, even of one)."""
+    getter = operator.itemgetter(*names)
+    return getter if len(names) > 1 else lambda raw: (getter(raw),)
 
 
 def _slow(decoder: VectorDecoder, rows: _Rows, i: int, value: bytes | None, headers: Any,

@@ -285,6 +285,18 @@ def poll_available(consumer: KafkaConsumer, max_records: int, max_wait_ms: int) 
     return records
 
 
+def _by_partition(records: Iterable[Record]) -> dict[tuple[str, int], list[int]]:
+    """Offsets per (topic, partition): one set operation each instead of one per record."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for record in records:
+        where = (record.topic, record.partition)
+        offsets = groups.get(where)
+        if offsets is None:
+            offsets = groups[where] = []
+        offsets.append(record.offset)
+    return groups
+
+
 @dataclass
 class _PartitionState:
     pending: set[int] = field(default_factory=set)
@@ -300,18 +312,18 @@ class OffsetTracker:
         self.async_sent_at: float | None = None  # monotonic time of the commit in flight
 
     def started(self, records: Iterable[Record]) -> None:
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            self._partitions.setdefault(tp, _PartitionState()).pending.add(record.offset)
+        for (topic, partition), offsets in _by_partition(records).items():
+            tp = TopicPartition(topic, partition)
+            self._partitions.setdefault(tp, _PartitionState()).pending.update(offsets)
 
     def done(self, records: Iterable[Record]) -> None:
         """Mark records done; records of partitions forgotten since (revoked) are skipped."""
-        for record in records:
-            state = self._partitions.get(TopicPartition(record.topic, record.partition))
+        for (topic, partition), offsets in _by_partition(records).items():
+            state = self._partitions.get(TopicPartition(topic, partition))
             if state is None:
                 continue
-            state.pending.discard(record.offset)
-            state.highest_done = max(state.highest_done, record.offset)
+            state.pending.difference_update(offsets)
+            state.highest_done = max(state.highest_done, max(offsets))
 
     def committable(self, again: bool = False) -> dict[TopicPartition, OffsetAndMetadata]:
         """``offset + 1`` per partition, never past the first offset still pending.

@@ -41,7 +41,7 @@ from streamae.kafka_io import (
 )
 from streamae.live import LiveModel, ModelSlot
 from streamae.messages import encode_json, score_records
-from streamae.metrics import Metrics
+from streamae.metrics import Metrics, observe_many
 from streamae.settings import Settings
 from streamae.thresholds import classify_and_learn
 from streamae.unreadable import UnreadableError, UnreadableRecord, UnreadableRecords, locate
@@ -336,10 +336,10 @@ class Daemon:
         """End-to-end latency: from each scored record's timestamp to its outputs' acks."""
         if not scored_ts:
             return
-        now_ms = self.clock() * 1000
-        for ts in scored_ts:
-            if ts is not None and ts > 0:
-                self.metrics.end_to_end_seconds.observe(max(0.0, (now_ms - ts) / 1000))
+        stamps = np.array([ts if ts is not None else 0 for ts in scored_ts], dtype=np.float64)
+        stamps = stamps[stamps > 0]
+        delays = np.maximum(0.0, (self.clock() * 1000 - stamps) / 1000)
+        observe_many(self.metrics.end_to_end_seconds, delays)
 
     def _observe_lag(self) -> None:
         """Every few seconds: one broker round trip (is it reachable?) and the lag gauges."""
