@@ -375,7 +375,8 @@ def main() -> int:
             lat = latency(args, topic, work, rate or half, keys, bodies)
             point = " (half the scores-on maximum)" if not rate else ""
             print(f"latency at {lat['rate']:,.0f} msg/s{point}, {args.latency_arm} + scores "
-                  f"topic, broker time: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms ({lat['measured']} of {lat['messages']} messages); "
+                  f"topic, broker time: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
+                  f"({lat['measured']} of {lat['messages']} messages); "
                   f"RSS {lat['rss_mb']:.0f} MB", flush=True)
     return 0
 
