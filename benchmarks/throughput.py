@@ -225,6 +225,27 @@ def train_checkpoint(directory: Path, data: list[bytes]) -> None:
                     metadata={"origin": "bench"})
 
 
+def scoring_only(checkpoint: Path, floats: list[bytes]) -> list[tuple[int, float]]:
+    """Vectors/s of the scorer alone by batch size (the chunk the daemon scores in)."""
+    import torch
+
+    from streamae.live import load_live
+
+    torch.set_num_threads(1)
+    scorer = load_live(checkpoint, "cpu", 4096).scorer
+    data = np.stack([np.frombuffer(v, dtype="<f4") for v in floats[:4096]])
+    figures = []
+    for size in (256, 1024, 4096):
+        batch = data[:size]
+        scorer.score(batch)  # warm
+        reps = max(3, 40_000 // size)
+        started = time.process_time()
+        for _ in range(reps):
+            scorer.score(batch)
+        figures.append((size, reps * size / (time.process_time() - started)))
+    return figures
+
+
 def arm_env(bootstrap: str, topic: str, work: Path, client: str, extra: dict) -> dict:
     env = dict(os.environ)
     env.update({
@@ -367,6 +388,9 @@ def main() -> int:
                 print(f"  {arm:<24} {result['cpu_us']:7.1f} us/msg {result['rate']:9,.0f} "
                       f"msg/s rss {result['rss_mb']:5.0f} MB", flush=True)
         report(args, figures)
+        print("scoring only (dense, 8 features, 1 thread, CPU time): " + ", ".join(
+            f"batch {size}: {rate / 1e6:.2f}M vectors/s"
+            for size, rate in scoring_only(work / "checkpoint", floats)), flush=True)
         # half the maximum of a daemon with the scores topic on (the latency arm's setup)
         scores = figures.get("daemon:json:scores")
         half = 0.5 * statistics.median(r["rate"] for r in scores) if scores else 1800.0
