@@ -11,6 +11,7 @@ export STREAMAE_KAFKA__BOOTSTRAP_SERVERS="${STREAMAE_KAFKA__BOOTSTRAP_SERVERS:-1
 export STREAMAE_KAFKA__INPUT_TOPICS="${STREAMAE_KAFKA__INPUT_TOPICS:-streamae.demo}"
 export STREAMAE_CHECKPOINTS__DIRECTORY="${STREAMAE_CHECKPOINTS__DIRECTORY:-.cache/quickstart/checkpoints}"
 export STREAMAE_METRICS_PORT="${STREAMAE_METRICS_PORT:-9100}"
+export STREAMAE_ANOMALY_LOG="${STREAMAE_ANOMALY_LOG:-each}"  # the demo shows every anomaly
 .venv/bin/streamae demo --count "${STREAMAE_QUICKSTART_COUNT:-30000}" --rate 500 &
 demo=$!
 trap 'kill $demo 2>/dev/null || true' EXIT

@@ -7,11 +7,61 @@ carry a small heat map.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
 import numpy as np
 
 from streamae.intake import Sample
 from streamae.messages import anomaly_event
 from streamae.scoring import heatmap, top_features, worst_patches
+
+log = logging.getLogger("streamae.pipeline")  # the daemon's anomaly lines, as before
+
+SUMMARY_EVERY_S = 10.0
+
+
+def _top_names(top: list[dict]) -> str:
+    return ",".join(str(t.get("feature", (t.get("row"), t.get("col")))) for t in top)
+
+
+class AnomalyLog:
+    """The log lines of anomalies: one INFO line per anomaly (``each``), or one DEBUG line
+    each and an INFO summary at most every ``every_s`` (a line per anomaly costs more than
+    scoring it under load, and floods the log in an incident)."""
+
+    def __init__(self, each: bool = False, every_s: float = SUMMARY_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.each, self.every_s, self.clock = each, every_s, clock
+        self._since = clock()
+        self._count, self._keys = 0, set()
+        self._worst: tuple[float, str | None, int, float, str] | None = None
+
+    def add(self, key: str | None, offset: int, score: float, threshold: float,
+            top: list[dict]) -> None:
+        level = logging.INFO if self.each else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "event=anomaly key=%s offset=%d score=%.3f threshold=%.3f top=%s",
+                    key, offset, score, threshold, _top_names(top))
+        if self.each:
+            return
+        self._count += 1
+        if len(self._keys) < 100:  # a count, not a list: 100 is plenty to say "many"
+            self._keys.add(key)
+        if self._worst is None or score > self._worst[0]:
+            self._worst = (score, key, offset, threshold, _top_names(top))
+
+    def flush_if_due(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._since < self.every_s:
+            return
+        if self._count and self._worst is not None:
+            score, key, offset, threshold, names = self._worst
+            log.info("event=anomalies count=%d keys=%d seconds=%.0f worst_key=%s "
+                     "worst_offset=%d worst_score=%.3f threshold=%.3f top=%s", self._count,
+                     len(self._keys), now - self._since, key, offset, score, threshold, names)
+        self._since, self._count, self._keys, self._worst = now, 0, set(), None
 
 IMAGE_PATCH = 4  # pixels per side of a reported region
 

@@ -1,8 +1,11 @@
-"""Sending what a batch produced and waiting until the broker has all of it.
+"""Sending what a batch produced and knowing when the broker has all of it.
 
 Every record the daemon produces goes through :class:`Delivery`: anomaly events, scores
-and dead letters. ``settle`` returns only once each of them is acknowledged, so the offsets
-behind them may be committed (at least once). Failures split three ways:
+and dead letters. The loop does not wait for acks per batch: the records of a loop turn
+are counted in a :class:`Turn`, the producer's callbacks acknowledge them, and
+:meth:`Delivery.collect` returns the turns whose records are all acknowledged, so the
+offsets behind them may be committed (at least once). ``settle`` waits for every ack (a
+stop, exactly once). Failures split three ways:
 
 * **the record itself** cannot be stored (the broker refuses its size): a dead letter is
   sent again without its value (*headers-only*), keeping the reason and source position
@@ -10,8 +13,9 @@ behind them may be committed (at least once). Failures split three ways:
   ``streamae.value.refused_by``, so the committed offset still moves past the poison
   record;
 * **the broker is away** (timeouts, leader changes, connection loss): the record is sent
-  again, and ``settle`` keeps waiting in short steps, calling ``on_wait`` between them (the
-  loop's heartbeat and readiness), until the outage budget is spent;
+  again (by the loop thread, on its next ``collect``); a turn waiting longer than a flush
+  step calls ``on_wait`` (readiness), one waiting longer than the outage budget is an
+  ``InfrastructureError``; ``settle`` waits in short steps the same way;
 * anything else (an output refused, the budget spent) is an ``InfrastructureError``.
 
 Exactly once (``transactional``): the records of a turn and its offsets are one Kafka
@@ -25,6 +29,7 @@ they join the transaction).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import time
@@ -67,10 +72,38 @@ class Outgoing:
     headers: list[tuple[str, bytes]]
     source: Any = None  # the input record a dead letter carries (None: an output)
     future: Any = None  # None: not sent yet (or to be sent again)
+    turn: Turn | None = None  # the loop turn whose offsets wait for this record
+
+
+class Turn:
+    """The outputs of one loop turn and what becomes done once all are acknowledged.
+
+    ``sent`` is written by the loop thread only, ``acked`` appended to by the producer's
+    callbacks (its IO thread): one writer each, so no lock is needed."""
+
+    __slots__ = ("acked", "done", "sealed", "sent", "started")
+
+    def __init__(self, started: float) -> None:
+        self.sent = 0
+        self.acked: list[None] = []
+        self.done: Any = None
+        self.sealed = False
+        self.started = started
+
+    @property
+    def complete(self) -> bool:
+        return self.sealed and len(self.acked) >= self.sent
+
+    def ack(self, _metadata: Any) -> None:
+        self.acked.append(None)
 
 
 class Delivery:
-    """Sends records and settles them; one instance per daemon, used by its loop only."""
+    """Sends records and settles them; one instance per daemon, used by its loop only.
+
+    The loop does not wait for acks: each turn's outputs are counted in a :class:`Turn`,
+    acknowledged from the producer's callbacks, and :meth:`collect` hands back what each
+    completed turn covers (its input records, to be marked done and committed)."""
 
     def __init__(self, producer: Any, dead_letter_topic: str, metrics: Metrics, *,
                  outage_budget_s: float = 600.0, flush_step_s: float = FLUSH_STEP_S,
@@ -83,18 +116,23 @@ class Delivery:
         self.flush_step_s = flush_step_s
         self.on_wait = on_wait or (lambda _waited: None)
         self.clock = clock
-        self._pending: list[Outgoing] = []
+        self._pending: list[Outgoing] = []  # exactly once: this transaction's records
+        self._failed: collections.deque[tuple[Outgoing, BaseException]] = collections.deque()
+        self._unsent: list[Outgoing] = []  # the client refused to take them for now
+        self._turn = Turn(time.monotonic())
+        self._turns: list[Turn] = []  # sealed, not yet complete
         self.transactional = transactional
         self._in_transaction = False
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Records sent and not acknowledged yet."""
+        return sum(t.sent - len(t.acked) for t in (*self._turns, self._turn))
 
     def send(self, topic: str, value: bytes | None, key: bytes | None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
         """Queue one output record (anomaly event, score)."""
-        self._submit(Outgoing(topic, value, key, headers or []))
+        self._submit(Outgoing(topic, value, key, headers or [], turn=self._turn))
 
     def dead_letter(self, record: Any, error: BaseException) -> str:
         """Queue the dead letter of ``record``: its bytes untouched, its headers copied
@@ -108,8 +146,47 @@ class Delivery:
                     "detail=%r", reason, type(error).__name__, record.topic, record.partition,
                     record.offset, str(getattr(error, "detail", error))[:200])
         self._submit(Outgoing(self.dead_letter_topic, record.value, record.key, headers,
-                              source=record))
+                              source=record, turn=self._turn))
         return reason
+
+    def seal(self, done: Any) -> None:
+        """End this turn: ``done`` is handed back by :meth:`collect` once every record
+        sent during the turn is acknowledged."""
+        turn, self._turn = self._turn, Turn(time.monotonic())
+        turn.done, turn.sealed = done, True
+        self._turns.append(turn)
+
+    def in_flight(self) -> int:
+        """Sealed turns still waiting for acks."""
+        return len(self._turns)
+
+    def collect(self, budget_s: float | None = None) -> list[Turn]:
+        """Without waiting: send failed records again; the turns now complete (their
+        ``done``: what the loop sealed them with). A turn waiting longer than the outage
+        budget is an InfrastructureError; one waiting a flush step tells ``on_wait``."""
+        self._retry()
+        done = [turn for turn in self._turns if turn.complete]
+        if done:
+            self._turns = [turn for turn in self._turns if not turn.complete]
+        if self._turns:
+            waited = time.monotonic() - self._turns[0].started
+            budget = self.outage_budget_s if budget_s is None else budget_s
+            if waited >= budget:
+                raise InfrastructureError(
+                    f"{self.pending} records not acknowledged after {waited:.0f}s "
+                    f"(outage budget {budget:.0f}s)")
+            if waited >= self.flush_step_s:
+                self.on_wait(waited)
+        return done
+
+    def wait_below(self, max_turns: int) -> list[Turn]:
+        """Wait (in short steps) until at most ``max_turns`` turns are in flight: the
+        loop's bound on what is polled and not yet acknowledged."""
+        done = self.collect()
+        while len(self._turns) > max_turns:
+            time.sleep(0.001)
+            done += self.collect()
+        return done
 
     def settle(self, budget_s: float | None = None) -> None:
         """Return once every queued record is acknowledged (see the module docstring);
@@ -119,21 +196,18 @@ class Delivery:
             self._settle_transaction(budget)
             return
         outage_since: float | None = None
-        while self._pending:
-            for item in self._pending:
-                if item.future is None:
-                    self._submit(item, queued=True)
+        while True:
+            self._retry()
             with contextlib.suppress(KafkaError):  # not all acknowledged yet: see below
                 self.producer.flush(timeout=self.flush_step_s)
-            self._pending = [item for item in self._pending if not self._settled(item)]
-            if not self._pending:
+            if not self._failed and not self._unsent and self.pending == 0:
                 break
             now = time.monotonic()
             outage_since = now if outage_since is None else outage_since
             waited = now - outage_since
             if waited >= budget:
                 raise InfrastructureError(
-                    f"{len(self._pending)} records not acknowledged after {waited:.0f}s "
+                    f"{self.pending} records not acknowledged after {waited:.0f}s "
                     f"(outage budget {budget:.0f}s)")
             self.on_wait(waited)
 
@@ -153,6 +227,8 @@ class Delivery:
     def abort(self, why: str) -> None:
         """Abort the open transaction (if any) and raise InfrastructureError(why)."""
         self._pending.clear()
+        self._turns.clear()
+        self._turn = Turn(time.monotonic())
         if self._in_transaction:
             self._in_transaction = False
             with contextlib.suppress(KafkaError):
@@ -183,39 +259,51 @@ class Delivery:
             self.abort(f"{len(failed)} records failed: {failed[0].future.exception!r}")
         self._pending.clear()
 
-    def _submit(self, item: Outgoing, queued: bool = False) -> None:
-        """Hand one record to the producer; ``queued``: it is in ``_pending`` already."""
-        if not queued:
-            self._pending.append(item)
+    def _submit(self, item: Outgoing, again: bool = False) -> None:
+        """Hand one record to the producer; ``again``: it was counted in its turn before."""
+        if not again:
+            item.turn.sent += 1
+            if self.transactional:
+                self._pending.append(item)
         try:
             self._begin()
-            item.future = self.producer.send(item.topic, value=item.value, key=item.key,
-                                             headers=item.headers)
+            future = self.producer.send(item.topic, value=item.value, key=item.key,
+                                        headers=item.headers)
         except (*RECORD_REFUSED, ValueError, TypeError) as exc:
             self._strip_value(item, exc)
-            self._submit(item, queued=True)
+            self._submit(item, again=True)
+            return
         except IllegalStateError as exc:
             raise InfrastructureError(f"producer closed: {exc}") from exc
-        except KafkaError as exc:  # metadata or buffer wait timed out: try again in settle
+        except KafkaError as exc:  # metadata or buffer wait timed out: try again later
             if self.transactional:
                 self.abort(f"cannot send to {item.topic}: {exc!r}")
             log.warning("event=send_delayed topic=%s error=%r", item.topic, exc)
             item.future = None
+            self._unsent.append(item)
+            return
+        item.future = future
+        future.add_callback(item.turn.ack)
+        future.add_errback(self._failed_send, item)
 
-    def _settled(self, item: Outgoing) -> bool:
-        """True when acknowledged; a failed send is prepared to go again."""
-        future = item.future
-        if future is None or not future.is_done:
-            return False
-        if future.succeeded():
-            return True
-        error = future.exception
-        if isinstance(error, RECORD_REFUSED):
-            self._strip_value(item, error)
-        else:
-            log.warning("event=send_retry topic=%s error=%r", item.topic, error)
-        item.future = None
-        return False
+    def _failed_send(self, item: Outgoing, error: BaseException) -> None:
+        """Errback (producer IO thread): the loop thread decides in ``_retry``."""
+        self._failed.append((item, error))
+
+    def _retry(self) -> None:
+        """Loop thread: failed records go again (refused dead letters headers-only)."""
+        if self.transactional:
+            return  # a failure aborts the transaction in _settle_transaction
+        unsent, self._unsent = self._unsent, []
+        for item in unsent:
+            self._submit(item, again=True)
+        while self._failed:
+            item, error = self._failed.popleft()
+            if isinstance(error, RECORD_REFUSED):
+                self._strip_value(item, error)
+            else:
+                log.warning("event=send_retry topic=%s error=%r", item.topic, error)
+            self._submit(item, again=True)
 
     def _strip_value(self, item: Outgoing, error: Exception) -> None:
         """A dead letter the broker will not store becomes the same letter without its

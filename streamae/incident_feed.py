@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from streamae.incidents import OPENED, RESOLVED, IncidentTracker, Observation, Position
-from streamae.intake import Sample
+from streamae.intake import Batch, Sample
 from streamae.kafka_io import read_to_end
 from streamae.messages import encode_json
 from streamae.metrics import Metrics
@@ -84,14 +84,24 @@ class IncidentFeed:
                  self.topic, self.state_topic, len(events), count, len(owned))
         return count
 
-    def observe(self, samples: list[Sample], scores: np.ndarray, flags: np.ndarray,
+    def observe(self, batch: Batch, scores: np.ndarray, flags: np.ndarray,
                 threshold: float | None,
                 features: dict[int, tuple[tuple[str, float], ...]]) -> None:
         now_ms = int(self.clock() * 1000)
-        for i, sample in enumerate(samples):
-            obs = observation(sample, scores[i], flags[i], threshold, features.get(i, ()),
-                              now_ms)
-            self._publish(self.tracker.observe(obs))
+        limit = math.inf if threshold is None else float(threshold)
+        observe, publish = self.tracker.observe, self._publish
+        for i, (record, key, ts, score, flagged) in enumerate(zip(
+                batch.records, batch.keys, batch.ts, scores.tolist(),
+                flags.astype(bool).tolist(), strict=True)):
+            if key is None:
+                key = f"{record.topic}/{record.partition}"
+            if ts is None:
+                ts = record.timestamp or now_ms
+            events = observe(Observation(key, int(ts), score, limit, flagged,
+                                         Position(record.topic, record.partition,
+                                                  record.offset), features.get(i, ())))
+            if events:
+                publish(events)
         self._publish(self.tracker.sweep())
         for state in self.tracker.snapshot():
             self.send(self.state_topic, encode_json(state), state["id"].encode())

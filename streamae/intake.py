@@ -5,6 +5,11 @@ dead letter with its error (a ``DecodeError`` with a reason, or any other except
 dead-lettered as ``unexpected`` under its class name), or absorbed (a reading held as
 context in a window that is not complete yet). The daemon marks absorbed records done at
 once.
+
+Samples travel as a columnar :class:`Batch` (one float32 array, records, keys and
+timestamps beside it); a :class:`Sample` is built only where one row is looked at alone
+(an anomaly's explanation). Plain vectors are decoded a poll at a time
+(:mod:`streamae.columnar`); windows and images keep a per-record path.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from streamae.columnar import decode_vectors
 from streamae.images import ImageDecoder
 from streamae.messages import Reading, VectorDecoder
 from streamae.settings import InputSettings, WindowSettings
@@ -34,10 +40,74 @@ class Sample:
 
 
 @dataclass
+class Batch:
+    """Samples as columns: row ``i`` is ``values[i]``, reported under ``records[i]``."""
+
+    records: list[Any]
+    values: np.ndarray  # (n, ...) float32
+    keys: list[str | None]
+    ts: list[int | None]  # event time (ms): the body's, else the record's timestamp
+    names: list[tuple[str, ...] | None]
+    windows: list[Window | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample(self, i: int) -> Sample:
+        window = self.windows[i] if self.windows is not None else None
+        return Sample(self.records[i], self.values[i], self.keys[i], self.ts[i],
+                      self.names[i], window)
+
+    def samples(self) -> list[Sample]:
+        return [self.sample(i) for i in range(len(self))]
+
+    @classmethod
+    def empty(cls) -> Batch:
+        return cls([], np.zeros((0, 0), np.float32), [], [], [])
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample]) -> Batch:
+        if not samples:
+            return cls.empty()
+        windows = [s.window for s in samples]
+        return cls([s.record for s in samples],
+                   np.stack([s.values for s in samples]).astype(np.float32, copy=False),
+                   [s.key for s in samples], [s.ts_ms for s in samples],
+                   [s.names for s in samples],
+                   windows if any(w is not None for w in windows) else None)
+
+    @classmethod
+    def concat(cls, batches: Sequence[Batch]) -> Batch:
+        batches = [b for b in batches if len(b)]
+        if len(batches) <= 1:
+            return batches[0] if batches else cls.empty()
+        windowed = any(b.windows is not None for b in batches)
+        return cls([r for b in batches for r in b.records],
+                   np.concatenate([b.values for b in batches]),
+                   [k for b in batches for k in b.keys], [t for b in batches for t in b.ts],
+                   [n for b in batches for n in b.names],
+                   [w for b in batches for w in (b.windows or [None] * len(b))]
+                   if windowed else None)
+
+    def split(self, at: int) -> tuple[Batch, Batch]:
+        """The first ``at`` rows and the rest."""
+        def part(rows: slice) -> Batch:
+            return Batch(self.records[rows], self.values[rows], self.keys[rows],
+                         self.ts[rows], self.names[rows],
+                         None if self.windows is None else self.windows[rows])
+        return part(slice(0, at)), part(slice(at, None))
+
+
+@dataclass
 class Intake:
-    samples: list[Sample] = field(default_factory=list)
+    batch: Batch = field(default_factory=Batch.empty)
     dead: list[tuple[Any, Exception]] = field(default_factory=list)
     absorbed: list[Any] = field(default_factory=list)
+
+    @property
+    def samples(self) -> list[Sample]:
+        """One :class:`Sample` per row (replay, tests; the daemon reads ``batch``)."""
+        return self.batch.samples()
 
 
 class Decoding:
@@ -70,13 +140,15 @@ class Decoding:
             decoder.fix_dimension(int(reading.values.shape[-1]))
 
     def take(self, records: Sequence[Any]) -> Intake:
-        out = Intake()
+        if self.windows is None and isinstance(self.decoder, VectorDecoder):
+            return self._take_vectors(records)
+        out, samples = Intake(), []
         for record in records:
             try:
                 reading = self.decoder.decode(record.value, record.headers or (), record.key)
                 self._learn_width(reading)
                 if self.windows is None:
-                    out.samples.append(sample_of(record, reading))
+                    samples.append(sample_of(record, reading))
                     continue
                 centred = self.centring.columns(reading.names)
                 windows = self.windows.push(window_key(record, reading), reading.ts_ms,
@@ -87,9 +159,22 @@ class Decoding:
             if not windows:
                 out.absorbed.append(record)
             for built in windows:
-                out.samples.append(Sample(record, Centring.apply(built.values, centred),
-                                          built.key, built.end_ts_ms, reading.names, built))
+                samples.append(Sample(record, Centring.apply(built.values, centred),
+                                      built.key, built.end_ts_ms, reading.names, built))
+        out.batch = Batch.of(samples)
         return out
+
+    def _take_vectors(self, records: Sequence[Any]) -> Intake:
+        """A whole poll at once (see streamae.columnar)."""
+        if not records:
+            return Intake()
+        columns = decode_vectors(self.decoder, [r.value for r in records],
+                                 [r.headers for r in records], [r.key for r in records])
+        kept = [records[i] for i in columns.rows]
+        ts = [t if t is not None else r.timestamp for t, r in zip(columns.ts, kept,
+                                                                   strict=True)]
+        return Intake(Batch(kept, columns.values, columns.keys, ts, columns.names),
+                      [(records[i], error) for i, error in columns.errors])
 
 
 def sample_of(record: Any, reading: Reading) -> Sample:

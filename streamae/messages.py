@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from streamae.exceptions import DecodeError
 
@@ -506,7 +507,28 @@ def _jsonable(obj: Any) -> Any:
 
 def encode_json(obj: dict) -> bytes:
     """Compact UTF-8 JSON of an output record; strict (no NaN literals)."""
-    return json.dumps(_jsonable(obj), separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return orjson.dumps(_jsonable(obj))
+
+
+def _round6(value: float) -> float | None:
+    return float(f"{value:.6g}") if math.isfinite(value) else None
+
+
+def score_records(records: Sequence[Any], keys: Sequence[str | None], scores: np.ndarray,
+                  flags: np.ndarray, threshold: float | None,
+                  model_version: str | int) -> list[bytes]:
+    """The scores topic's lines of a batch (as :func:`score_record` + :func:`encode_json`
+    would write each, built in one pass: this runs for every message)."""
+    limit = None if threshold is None else _round6(float(threshold))
+    version = int(model_version) if isinstance(model_version, int | np.integer) \
+        else model_version
+    dumps = orjson.dumps
+    return [dumps({"schema": SCORE_SCHEMA, "topic": record.topic,
+                   "partition": record.partition, "offset": record.offset, "key": key,
+                   "score": _round6(score), "threshold": limit, "anomaly": flag,
+                   "model_version": version})
+            for record, key, score, flag in zip(records, keys, scores.tolist(),
+                                                flags.astype(bool).tolist(), strict=True)]
 
 
 __all__ = [
@@ -521,4 +543,5 @@ __all__ = [
     "dead_letter_headers",
     "encode_json",
     "score_record",
+    "score_records",
 ]

@@ -3,11 +3,14 @@
 Each turn of the loop is a short list of named steps::
 
     poll -> (restore incidents) -> decode/window -> dead-letter bad input -> (cold start)
-         -> score -> threshold -> publish anomalies and incidents -> flush (wait for acks)
-         -> mark offsets done -> commit
+         -> score -> threshold -> publish anomalies and incidents -> seal the turn
+         -> mark the offsets of acknowledged turns done -> commit
 
 An offset is committed only after everything it produced was acknowledged by the broker
-(at least once). The live model is read once per batch, so a swap never splits a batch.
+(at least once). The loop does not wait for acks per batch: a turn's acks arrive through
+the producer's callbacks while the next batch is polled and scored, and at most
+``MAX_TURNS_IN_FLIGHT`` turns wait unacknowledged. The live model is read once per batch,
+so a swap never splits a batch.
 """
 
 from __future__ import annotations
@@ -23,16 +26,22 @@ import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
-from streamae.alerts import build_event, explain
+from streamae.alerts import AnomalyLog, build_event, explain
 from streamae.delivery import Delivery
 from streamae.exceptions import InfrastructureError
 from streamae.incident_feed import IncidentFeed
 from streamae.incidents import feature_names
-from streamae.intake import Decoding, Sample
-from streamae.kafka_io import OffsetTracker, commit, consumer_lag, poll_batch, security_config
+from streamae.intake import Batch, Decoding, Sample
+from streamae.kafka_io import (
+    OffsetTracker,
+    commit,
+    consumer_lag,
+    poll_available,
+    security_config,
+)
 from streamae.live import LiveModel, ModelSlot
-from streamae.messages import encode_json, score_record
-from streamae.metrics import Metrics
+from streamae.messages import encode_json, score_records
+from streamae.metrics import Metrics, observe_many
 from streamae.settings import Settings
 from streamae.thresholds import classify_and_learn
 from streamae.unreadable import UnreadableError, UnreadableRecord, UnreadableRecords, locate
@@ -44,6 +53,9 @@ LAG_EVERY_S = 5.0
 SHUTDOWN_BUDGET_S = 15.0  # waiting for acks on a stop (Kubernetes' grace period is 30 s)
 PROBE_TIMEOUT_MS = 2_000  # one broker round trip that says whether it is reachable
 REJOIN_AFTER_S = 20.0
+# Turns sent and not yet acknowledged before the loop waits: bounds what is polled ahead
+# of the broker's acks (memory, and what a crash makes the next owner consume again).
+MAX_TURNS_IN_FLIGHT = 1
 # Called after each scored batch with (live model, inputs, normalised scores, flags).
 ScoredHook = Callable[[LiveModel, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -90,6 +102,7 @@ class Daemon:
                                        settings.threshold.top_k, self.metrics, self._send,
                                        clock) if settings.incident.enabled else None)
         self._unreadable: list[tuple[Any, Exception]] = []  # stand-ins of skipped offsets
+        self.anomaly_log = AnomalyLog(each=settings.anomaly_log == "each")
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunStats:
@@ -113,7 +126,7 @@ class Daemon:
         return self.stats
 
     def step(self) -> None:
-        """One turn: poll a batch, handle every record of it, deliver, commit."""
+        """One turn: poll a batch, handle every record of it, send, commit what is acked."""
         self.heartbeat = time.monotonic()
         records = self._poll()
         self._restore_incidents()
@@ -122,10 +135,11 @@ class Daemon:
         self._dead_letter(self._unreadable + intake.dead)
         self._unreadable = []
         self._finished.extend(intake.absorbed)
-        ready = self.cold_start.admit(intake.samples, self.consumer, self.decoding)
+        ready = self.cold_start.admit(intake.batch, self.consumer, self.decoding)
         live = self.slot.live  # read once: a swap never splits a batch
-        if ready and live is not None:
+        if len(ready) and live is not None:
             self._score(live, ready)
+        self.anomaly_log.flush_if_due()
         self._deliver_and_commit(wait=False)
         self._observe_lag()
 
@@ -139,6 +153,7 @@ class Daemon:
         except InfrastructureError as exc:
             log.warning("event=shutdown_without_commit error=%r", str(exc)[:300])
         finally:
+            self.anomaly_log.flush_if_due(force=True)
             self.consumer.close(autocommit=False)
             self.producer.close(timeout=10)
             log.info("event=daemon_stopped consumed=%d scored=%d anomalies=%d dead_letters=%d",
@@ -149,7 +164,7 @@ class Daemon:
     def _poll(self) -> list[Any]:
         batch = self.settings.batch
         try:
-            records = poll_batch(self.consumer, batch.max_size, batch.max_wait_ms)
+            records = poll_available(self.consumer, batch.max_size, batch.max_wait_ms)
         except UnreadableRecords as exc:
             records = exc.records
             if exc.skipped:  # read past already, without their headers (confluent)
@@ -226,31 +241,31 @@ class Daemon:
             self._finished.append(record)
         self.stats.dead_letters += len(dead)
 
-    def _score(self, live: LiveModel, samples: list[Sample]) -> None:
-        values = np.stack([s.values for s in samples]).astype(np.float32, copy=False)
+    def _score(self, live: LiveModel, batch: Batch) -> None:
+        values = batch.values
         started = time.perf_counter()
-        batch = live.scorer.score(values)
+        scored = live.scorer.score(values)
         self.metrics.scoring_seconds.observe(time.perf_counter() - started)
-        flags, value = classify_and_learn(live.threshold, batch.scores)
+        flags, value = classify_and_learn(live.threshold, scored.scores)
         features: dict[int, tuple[tuple[str, float], ...]] = {}
-        for i in np.flatnonzero(flags):
+        for i in np.flatnonzero(flags).tolist():
             try:
-                features[int(i)] = self._publish_anomaly(live, samples[i], values[i], batch,
-                                                         int(i), value)
+                features[i] = self._publish_anomaly(live, batch.sample(i), values[i], scored,
+                                                    i, value)
             except InfrastructureError:
                 raise
             except Exception as exc:  # one record's explanation must not stop the batch
-                self._dead_letter([(samples[i].record, exc)])
+                self._dead_letter([(batch.records[i], exc)])
         if self.incidents is not None:
-            self.incidents.observe(samples, batch.scores, flags, value, features)
-        self._publish_scores(live, samples, batch.scores, flags, value)
+            self.incidents.observe(batch, scored.scores, flags, value, features)
+        self._publish_scores(live, batch, scored.scores, flags, value)
         for hook in self.scored_hooks:
-            hook(live, values, batch.scores, flags)
-        self.metrics.scored.inc(len(samples))
+            hook(live, values, scored.scores, flags)
+        self.metrics.scored.inc(len(batch))
         self.metrics.threshold.set(value if value is not None else float("nan"))
-        self.stats.scored += len(samples)
-        self._finished.extend(s.record for s in samples)
-        self._scored_ts.extend(s.record.timestamp for s in samples)
+        self.stats.scored += len(batch)
+        self._finished.extend(batch.records)
+        self._scored_ts.extend(record.timestamp for record in batch.records)
 
     def _publish_anomaly(self, live: LiveModel, sample: Sample, values: np.ndarray,
                          batch: Any, i: int,
@@ -268,47 +283,70 @@ class Daemon:
         self.metrics.anomalies.inc()
         self.stats.anomalies += 1
         top = explanation.get("features") or explanation.get("regions") or []
-        log.info("event=anomaly key=%s offset=%d score=%.3f threshold=%.3f top=%s",
-                 sample.key, sample.record.offset, batch.scores[i], threshold,
-                 ",".join(str(t.get("feature", (t.get("row"), t.get("col")))) for t in top))
+        self.anomaly_log.add(sample.key, sample.record.offset, float(batch.scores[i]),
+                             float(threshold), top)
         return feature_names(explanation)
 
-    def _publish_scores(self, live: LiveModel, samples: list[Sample], scores: np.ndarray,
+    def _publish_scores(self, live: LiveModel, batch: Batch, scores: np.ndarray,
                         flags: np.ndarray, threshold: float | None) -> None:
         topic = self.settings.kafka.scores_topic
         if not topic:
             return
-        for sample, score, flag in zip(samples, scores, flags, strict=True):
-            record = sample.record
-            body = score_record(topic=record.topic, partition=record.partition,
-                                offset=record.offset, key=sample.key, score=float(score),
-                                threshold=threshold, anomaly=bool(flag),
-                                model_version=live.version)
-            self._send(topic, encode_json(body), record.key)
+        records = batch.records
+        for record, body in zip(records, score_records(records, batch.keys, scores, flags,
+                                                       threshold, live.version), strict=True):
+            self._send(topic, body, record.key)
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None,
               headers: list[tuple[str, bytes]] | None = None) -> None:
         self.delivery.send(topic, value, key, headers)
 
     def _deliver_and_commit(self, wait: bool = True, budget_s: float | None = None) -> None:
-        """Wait for every ack of this turn, then commit the offsets that are now done."""
+        """Commit the offsets whose outputs are acknowledged.
+
+        At least once, the loop does not wait: this turn's records are sealed with its
+        sends and marked done when the producer's callbacks have acknowledged all of them
+        (a later turn, usually the next); ``wait`` (a stop) waits for every ack first.
+        Exactly once waits each turn: outputs and offsets are one transaction."""
+        if self.delivery.transactional:
+            self._commit_transaction(budget_s)
+            return
+        self.delivery.seal((self._finished, self._scored_ts))
+        self._finished, self._scored_ts = [], []
+        if wait:
+            self.delivery.settle(budget_s)
+            turns = self.delivery.collect(budget_s)
+        else:
+            turns = self.delivery.wait_below(MAX_TURNS_IN_FLIGHT)
+        for turn in turns:
+            records, scored_ts = turn.done
+            self._observe_delivered(scored_ts)
+            self.tracker.done(records)
+            if turn.sent:
+                self._set_reachable(True)
+        commit(self.consumer, self.tracker, wait=wait)
+
+    def _commit_transaction(self, budget_s: float | None) -> None:
         sent = self.delivery.pending
         self.delivery.settle(budget_s)
         if sent:
             self._set_reachable(True)
-        now_ms = self.clock() * 1000
-        for ts in self._scored_ts:
-            if ts is not None and ts > 0:
-                self.metrics.end_to_end_seconds.observe(max(0.0, (now_ms - ts) / 1000))
-        self._scored_ts.clear()
+        self._observe_delivered(self._scored_ts)
+        self._scored_ts = []
         self.tracker.done(self._finished)
-        self._finished.clear()
-        if self.delivery.transactional:  # outputs and offsets in one transaction
-            offsets = self.tracker.committable()
-            self.delivery.commit(offsets, self.consumer.group_metadata())
-            self.tracker.mark_committed(offsets)
-        else:
-            commit(self.consumer, self.tracker, wait=wait)
+        self._finished = []
+        offsets = self.tracker.committable()
+        self.delivery.commit(offsets, self.consumer.group_metadata())
+        self.tracker.mark_committed(offsets)
+
+    def _observe_delivered(self, scored_ts: list[int | None]) -> None:
+        """End-to-end latency: from each scored record's timestamp to its outputs' acks."""
+        if not scored_ts:
+            return
+        stamps = np.array([ts if ts is not None else 0 for ts in scored_ts], dtype=np.float64)
+        stamps = stamps[stamps > 0]
+        delays = np.maximum(0.0, (self.clock() * 1000 - stamps) / 1000)
+        observe_many(self.metrics.end_to_end_seconds, delays)
 
     def _observe_lag(self) -> None:
         """Every few seconds: one broker round trip (is it reachable?) and the lag gauges."""
@@ -357,9 +395,10 @@ class Daemon:
 
 class _Rebalance(ConsumerRebalanceListener):
     """Bookkeeping only: kafka-python 3 runs these callbacks on its IO thread, where a
-    blocking call (flush, a synchronous commit) raises. Each turn of the loop already ends
-    with everything delivered and committed, so nothing done is lost on a rebalance;
-    samples still gathered for a cold start stay and are scored (at least once)."""
+    blocking call (flush, a synchronous commit) raises. A turn still waiting for acks when
+    its partitions go is forgotten with them: the new owner consumes those records again
+    (at least once, at most MAX_TURNS_IN_FLIGHT + 1 batches); samples still gathered for a
+    cold start stay and are scored (at least once)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon

@@ -127,7 +127,7 @@ def replay(records: Sequence[Record], settings: Settings, *, warmup_rows: int | 
     """Decode and window ``records``; unless ``live`` is given, train on the samples of
     the rows (offsets) before ``warmup_rows``, by default on the first
     ``settings.warmup_size`` samples as the cold start does; then score every sample in
-    batches of ``settings.batch.max_size`` as the daemon does (the warm-up ones too). With
+    batches of :func:`replay_batch` as the daemon does (the warm-up ones too). With
     ``retrain`` the retrainer runs as well (waited for after each batch, as a slow stream
     would allow). ``progress`` is called with the samples scored by each batch."""
     decoding = Decoding(settings.input, settings.window, settings.kafka.max_message_bytes)
@@ -183,6 +183,15 @@ class _Scored:
     history: RetrainHistory | None
 
 
+REPLAY_BATCH = 256  # what the daemon polls at a time from a stream it keeps up with
+
+
+def replay_batch(settings: Settings) -> int:
+    """The batch a replay scores at a time: the daemon's on a stream it keeps up with
+    (a few hundred), or ``batch.max_size`` when that is smaller."""
+    return min(settings.batch.max_size, REPLAY_BATCH)
+
+
 def _retraining(slot: Any, settings: Settings) -> tuple[Any, Any]:
     """The retrainer and drift monitor a trainer runs, wired as ``service`` wires them."""
     from streamae.drift import DriftMonitor
@@ -206,7 +215,7 @@ def _score(slot: Any, data: np.ndarray, warm: int, settings: Settings, retrain: 
     retrainer, monitor = _retraining(slot, settings) if retrain else (None, None)
     hooks = [monitor.observe, retrainer.observe] if retrain else []
     history = RetrainHistory(np.zeros(0, np.int64)) if retrain else None
-    size = settings.batch.max_size
+    size = replay_batch(settings)
     bounds = [0, warm, *range(warm + size, len(data), size), len(data)]
     scores, flags, values, versions = [], [], [], []
     try:

@@ -195,8 +195,11 @@ class ModelSettings(Section):
 
 
 class BatchSettings(Section):
-    max_size: int = Field(256, ge=1)
-    max_wait_ms: int = Field(100, ge=0)
+    # The largest batch: a backlog is polled and scored in batches this large (4,096
+    # vectors at once cost about half as much each as 256); a quiet stream is scored as
+    # it arrives, without waiting to fill a batch.
+    max_size: int = Field(4096, ge=1)
+    max_wait_ms: int = Field(100, ge=0)  # the longest wait for a record when idle
 
 
 class ThresholdSettings(Section):
@@ -298,6 +301,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9100, ge=0, le=65535)  # 0 disables the HTTP server
     metrics_host: str = Field("0.0.0.0", min_length=1)  # bind address of /metrics, probes
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "summary": one INFO line every 10 s with the anomalies since (each at DEBUG);
+    # "each": one INFO line per anomaly (the quickstart's demo), costly under load.
+    anomaly_log: Literal["summary", "each"] = "summary"
     # torch intra-op threads. 1 keeps small models fast and leaves a core to the
     # background trainer; raise it for large conv models on a many-core node.
     torch_threads: int = Field(1, ge=1, le=256)

@@ -17,7 +17,7 @@ import numpy as np
 
 from streamae.checkpoints import save_checkpoint
 from streamae.exceptions import InfrastructureError, ModelError
-from streamae.intake import Decoding, Sample
+from streamae.intake import Batch, Decoding
 from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
 from streamae.metrics import Metrics
 from streamae.scoring import Scorer
@@ -33,7 +33,7 @@ class ColdStart:
         self.settings = settings
         self.slot = slot
         self.metrics = metrics
-        self.gathered: list[Sample] = []
+        self.gathered = Batch.empty()
         self._stop = threading.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._training: Future | None = None
@@ -43,19 +43,19 @@ class ColdStart:
         self._val_loss = float("nan")
         self._logged_at = 0.0
 
-    def admit(self, samples: list[Sample], consumer: Any, decoding: Decoding) -> list[Sample]:
+    def admit(self, samples: Batch, consumer: Any, decoding: Decoding) -> Batch:
         """Samples to score now: all of them once a model is live, else none (gathered).
 
         A ``scorer`` never trains: it gathers up to the warm-up size, pauses, and scores
         everything once the trainer's first model arrives on the model topic.
         """
         if self.slot.live is not None and self._training is None:
-            if not self.gathered:
+            if not len(self.gathered):
                 return samples
             consumer.resume(*consumer.paused())
-            ready, self.gathered = self.gathered + samples, []
+            ready, self.gathered = Batch.concat([self.gathered, samples]), Batch.empty()
             return ready
-        self.gathered.extend(samples)
+        self.gathered = Batch.concat([self.gathered, samples])
         full = len(self.gathered) >= self.settings.warmup_size
         if full and self.settings.role == "scorer":
             consumer.pause(*consumer.assignment())  # wait for the model topic
@@ -63,14 +63,14 @@ class ColdStart:
             self._begin(consumer)
         if self._training is not None and self._training.done():
             self._finish(consumer, decoding)
-            ready, self.gathered = self.gathered, []
+            ready, self.gathered = self.gathered, Batch.empty()
             return ready
-        return []
+        return Batch.empty()
 
     def _begin(self, consumer: Any) -> None:
         # Exactly the warm-up: a batch that crosses the line is scored, not trained on.
-        warm = self.gathered[:self.settings.warmup_size]
-        data = np.stack([s.values for s in warm]).astype(np.float32)
+        warm, _ = self.gathered.split(self.settings.warmup_size)
+        data = np.array(warm.values, dtype=np.float32)
         self._trained_on = len(warm)
         consumer.pause(*consumer.assignment())
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cold-start")

@@ -21,7 +21,7 @@ from streamae.backtest.evaluation import Confusion, Quality, pooled
 from streamae.backtest.recording import Recording
 from streamae.exceptions import StreamaeError
 from streamae.incident_feed import observation, tracker_from
-from streamae.replay import Replayed, per_row, replay, row_records
+from streamae.replay import Replayed, per_row, replay, replay_batch, row_records
 from streamae.settings import Settings
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def incidents(replayed: Replayed, flags: np.ndarray, thresholds: np.ndarray, fir
     """The daemon's incident tracker over the evaluated samples, in order; bars per key."""
     tracker = tracker_from(settings.incident, settings.threshold.top_k, clock=lambda: 0.0)
     latest: dict[str, dict] = {}
-    batch = settings.batch.max_size
+    batch = replay_batch(settings)
     evaluated = [i for i, s in enumerate(replayed.samples) if s.record.offset >= first_row]
     for n, i in enumerate(evaluated, start=1):
         value = float(thresholds[i]) if np.isfinite(thresholds[i]) else None

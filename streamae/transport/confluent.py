@@ -12,7 +12,7 @@ on kafka-python (a core dependency either way).
 Where librdkafka differs, and how the adapters keep the contract:
 
 * the loop polls through :meth:`ConfluentConsumer.poll_records` (``consume`` in batches,
-  no per-partition dict), which ``kafka_io.poll_batch`` prefers when present;
+  no per-partition dict), which ``kafka_io.poll_available`` prefers when present;
 * rebalance callbacks run inside ``consume`` on the loop's thread (kafka-python: its IO
   thread); the listener is the same ``ConsumerRebalanceListener``;
 * delivery reports are served by a thread of the producer (as kafka-python's IO thread

@@ -106,7 +106,7 @@ def test_the_setting_selects_the_adapters():
     try:
         assert isinstance(consumer, confluent.ConfluentConsumer)
         assert isinstance(producer, confluent.ConfluentProducer)
-        assert callable(consumer.poll_records)  # kafka_io.poll_batch's batch path
+        assert callable(consumer.poll_records)  # kafka_io.poll_available's batch path
     finally:
         consumer.close()
         producer.close(timeout=0)

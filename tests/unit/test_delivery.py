@@ -17,11 +17,26 @@ from streamae.metrics import Metrics
 
 @dataclass
 class Future:
+    """Like kafka-python's: callbacks on success, errbacks (with the error) on failure."""
+
     is_done: bool = False
     exception: Exception | None = None
+    callbacks: list = field(default_factory=list)
+    errbacks: list = field(default_factory=list)
 
     def succeeded(self) -> bool:
         return self.is_done and self.exception is None
+
+    def add_callback(self, f, *args):
+        self.callbacks.append((f, args))
+
+    def add_errback(self, f, *args):
+        self.errbacks.append((f, args))
+
+    def complete(self, outcome: Exception | None) -> None:
+        self.is_done, self.exception = True, outcome
+        for f, args in self.errbacks if outcome is not None else self.callbacks:
+            f(*args, outcome)
 
 
 @dataclass
@@ -60,7 +75,7 @@ class Producer:
     def flush(self, timeout=None):
         outcome = self.outcomes.pop(0) if self.outcomes else self.then
         for future in self.open:
-            future.is_done, future.exception = True, outcome
+            future.complete(outcome)
         self.open = []
 
 
@@ -154,3 +169,25 @@ def test_exactly_once_aborts_instead_of_sending_again():
         sender.settle()
     assert producer.calls == ["begin", "abort"] and len(producer.sent) == 1
     assert sender.pending == 0
+
+
+def test_a_turn_is_done_only_once_each_of_its_records_is_acknowledged():
+    producer = Producer([None])
+    sender = delivery(producer, [])
+    sender.send("out", b"a", b"k")
+    sender.seal("turn 1")
+    sender.seal("turn 2")  # nothing sent: done at once
+    assert [t.done for t in sender.collect()] == ["turn 2"]
+    producer.flush()
+    assert [t.done for t in sender.collect()] == ["turn 1"] and sender.pending == 0
+
+
+def test_a_failed_send_goes_again_and_holds_its_turn_back_until_acknowledged():
+    producer = Producer([KafkaTimeoutError(), None])
+    sender = delivery(producer, [])
+    sender.send("out", b"a", b"k")
+    sender.seal("turn")
+    producer.flush()  # fails: not done, sent again by the next collect
+    assert sender.collect() == [] and len(producer.sent) == 2
+    producer.flush()
+    assert [t.done for t in sender.collect()] == ["turn"]

@@ -75,3 +75,24 @@ def test_operator_actions_are_posts_filled_in_after_start():
         actions["/retrain"] = lambda: (False, "a scorer does not retrain")
         assert post(srv.port, "/retrain")[0] == 409
     assert calls == [1]
+
+
+def test_observe_many_counts_as_observing_each_value():
+    import numpy as np
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from streamae.metrics import observe_many
+
+    values = np.array([0.0, 0.004, 0.005, 0.2, 7.0, 1e9, 0.005000001])
+    one, many = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.005, 0.1, 1.0, 10.0)
+    each = Histogram("lat_seconds", "x", buckets=buckets, registry=one)
+    for value in values:
+        each.observe(float(value))
+    observe_many(Histogram("lat_seconds", "x", buckets=buckets, registry=many), values)
+    for le in ("0.005", "0.1", "1.0", "10.0", "+Inf"):
+        assert many.get_sample_value("lat_seconds_bucket", {"le": le}) == \
+            one.get_sample_value("lat_seconds_bucket", {"le": le})
+    assert many.get_sample_value("lat_seconds_sum") == pytest.approx(
+        one.get_sample_value("lat_seconds_sum"))
+    assert many.get_sample_value("lat_seconds_count") == len(values)

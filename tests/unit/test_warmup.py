@@ -9,7 +9,7 @@ import pytest
 from kafka import TopicPartition
 
 from streamae.checkpoints import load_latest
-from streamae.intake import Sample
+from streamae.intake import Batch, Sample
 from streamae.live import ModelSlot
 from streamae.metrics import Metrics
 from streamae.settings import Settings
@@ -52,10 +52,10 @@ def test_warm_up_trains_on_exactly_its_size_then_scores_everything_gathered(tmp_
             self.shape = shape
 
     decoding = Decoding()
-    assert cold.admit(batch, consumer, decoding) == []
+    assert len(cold.admit(Batch.of(batch), consumer, decoding)) == 0
     assert consumer.paused_now, "partitions are paused while the first model trains"
     cold._training.result(timeout=60)
-    ready = cold.admit([], consumer, decoding)
+    ready = cold.admit(Batch.empty(), consumer, decoding)
     assert len(ready) == 50 and not consumer.paused_now
     assert decoding.shape == (3,)
     assert cold.slot.live.version == 1
@@ -67,11 +67,11 @@ def test_a_scorer_waits_for_the_trainers_model_instead_of_training(tmp_path):
     settings = Settings(role="scorer", warmup_size=10, checkpoints={"directory": tmp_path})
     slot, consumer = ModelSlot(), PausingConsumer()
     cold = ColdStart(settings, slot, Metrics())
-    assert cold.admit([sample(0, i) for i in range(11)], consumer, None) == []
+    assert len(cold.admit(Batch.of([sample(0, i) for i in range(11)]), consumer, None)) == 0
     assert cold._training is None and consumer.paused_now == consumer.assignment()
     slot.swap(object())  # a model arrived from the model topic
-    ready = cold.admit([sample(0, 11)], consumer, None)
-    assert [s.record.offset for s in ready] == list(range(12))
+    ready = cold.admit(Batch.of([sample(0, 11)]), consumer, None)
+    assert [record.offset for record in ready.records] == list(range(12))
     assert not consumer.paused_now
 
 
@@ -87,10 +87,10 @@ def test_training_progress_is_logged_at_info_and_status_says_how_far(tmp_path, c
     rng = np.random.default_rng(1)
     batch = [Sample(Rec("in", 0, i), rng.normal(size=shape).astype(np.float32), "k", None)
              for i in range(40)]
-    assert cold.admit(batch[:10], consumer, None) == []
+    assert len(cold.admit(Batch.of(batch[:10]), consumer, None)) == 0
     assert cold.status() == "gathering samples for the first model: 10/40"
     with caplog.at_level(logging.INFO, logger="streamae.warmup"):
-        cold.admit(batch[10:], consumer, None)
+        cold.admit(Batch.of(batch[10:]), consumer, None)
         cold._training.result(timeout=60)
     assert re.fullmatch(r"training the first model: epoch=3/3 val_loss=\S+ elapsed_s=\d+ "
                         r"left_s=0", cold.status())

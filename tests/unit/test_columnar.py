@@ -1,0 +1,79 @@
+"""decode_vectors (a poll at once) gives what VectorDecoder.decode gives record by record:
+the same rows, values, keys, timestamps and names, and the same reason for each bad one."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+
+from streamae.columnar import decode_vectors
+from streamae.messages import VectorDecoder
+
+F32 = ("content-type", b"application/x-float32")
+NAMES = ("a", "b", "c")
+
+
+def j(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+MIXED = [  # (value, headers, kafka key)
+    (j({"key": "p1", "ts": 5, "values": {"a": 1, "b": 2.5, "c": -3}}), [], b"k"),
+    (j({"values": [1, 2, 3]}), [], b"kafka-key"),
+    (j({"values": {"c": 3, "a": 1, "b": 2}}), [], None),  # other key order
+    (struct.pack("<3f", 1, 2, 3), [F32], b"bin"),
+    (struct.pack("<3f", 4, 5, 6), [F32, ("ts", b"77")], None),  # ts header: slow path
+    (j({"key": 7, "ts": "1970-01-01T00:00:01Z", "values": [1, 2, 3]}), [], None),
+    (j([4, 5, 6]), [], None),
+    (j({"values": [1e39, 1, 1]}), [], None),  # beyond float32
+    (b'{"values": [NaN, 1, 2]}', [], None),
+    (j({"values": [True, 1, 2]}), [], None),
+    (j({"values": ["1", 1, 2]}), [], None),
+    (j({"values": {"a": 1, "b": 2}}), [], None),
+    (j({"values": {"a": 1, "b": 2, "d": 3}}), [], None),
+    (j({"values": [1, 2]}), [], None),
+    (b"{not json", [], None),
+    (b"", [], None),
+    (b"[1,2,]", [], None),
+    (struct.pack("<3f", float("nan"), 1, 2), [F32], None),
+    (struct.pack("<2f", 1, 2), [F32], None),
+    (j({"values": [1, 2, 3], "ts": True}), [], None),
+    (j({"values": [1, 2, 3], "key": {"x": 1}}), [], None),
+    (b"<x/>", [("content-type", b"text/xml")], None),
+    (j({"value": 1.0}), [], None),
+]
+
+
+def one_by_one(decoder: VectorDecoder) -> tuple[list, dict]:
+    rows, errors = [], {}
+    for i, (value, headers, key) in enumerate(MIXED):
+        try:
+            reading = decoder.decode(value, headers, key)
+        except Exception as error:
+            errors[i] = getattr(error, "reason", type(error).__name__)
+            continue
+        rows.append((i, reading.values.tolist(), reading.key, reading.ts_ms, reading.names))
+    return rows, errors
+
+
+def test_a_poll_decodes_as_record_by_record_with_the_same_reasons():
+    expected_rows, expected_errors = one_by_one(VectorDecoder(NAMES, max_bytes=4096))
+    columns = decode_vectors(VectorDecoder(NAMES, max_bytes=4096), *zip(*MIXED, strict=True))
+    rows = [(i, columns.values[n].tolist(), columns.keys[n], columns.ts[n], columns.names[n])
+            for n, i in enumerate(columns.rows)]
+    assert rows == expected_rows
+    assert {i: getattr(e, "reason", type(e).__name__) for i, e in columns.errors} == \
+        expected_errors
+    assert columns.values.dtype == np.float32 and len(expected_rows) >= 6
+
+
+def test_the_first_named_message_fixes_the_order_for_the_rest_of_the_poll():
+    decoder = VectorDecoder(max_bytes=4096)
+    values = [j({"values": {"b": 2, "a": 1}}), j({"values": {"a": 3, "b": 4}}),
+              j({"values": {"a": 5}})]
+    columns = decode_vectors(decoder, values, [[]] * 3, [None] * 3)
+    assert decoder.features == ("b", "a")
+    assert columns.values.tolist() == [[2, 1], [4, 3]]
+    assert [e.reason for _, e in columns.errors] == ["missing_feature"]
