@@ -40,7 +40,8 @@ PROBE_WAIT_MS = 3_000  # one probe fetch; a partition with data answers far soon
 
 
 class UnreadableRecords(Exception):
-    """Raised by ``kafka_io.poll_available``: ``records`` were read before ``cause`` stopped the poll.
+    """Raised by ``kafka_io.poll_available``: ``records`` were read before ``cause``
+    stopped the poll.
 
     ``skipped``: stand-ins of the records the client read past without their headers
     (confluent-kafka), so there is nothing to locate or seek.
