@@ -46,7 +46,9 @@ COPY pyproject.toml README.md ./
 COPY streamae ./streamae
 # pip compiles the bytecode now: the root filesystem is read-only at run time, and torch
 # imports far faster from .pyc files than from source
-# the confluent extra: STREAMAE_KAFKA__CLIENT=confluent works in the image too
+# the confluent extra: STREAMAE_KAFKA__CLIENT=confluent works in the image too (this is
+# the project's own source; pyproject.toml bounds its dependencies)
+# hadolint ignore=DL3013
 RUN pip install ".[confluent]" \
     && pip uninstall -y pip
 
