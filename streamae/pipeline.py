@@ -106,7 +106,8 @@ class Daemon:
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunStats:
-        """Run until ``stop_event`` is set, ``max_messages`` consumed or ``timeout_s`` passed."""
+        """Run until ``stop_event`` is set, ``max_messages`` consumed (and scored, when the
+        cold start holds them for its training) or ``timeout_s`` passed."""
         live = self.slot.live
         if live is not None:
             self.decoding.fix_shape(live.scorer.input_shape)
@@ -117,7 +118,8 @@ class Daemon:
         try:
             while not self.stop_event.is_set():
                 self.step()
-                if max_messages is not None and self.stats.consumed >= max_messages:
+                if (max_messages is not None and self.stats.consumed >= max_messages
+                        and not self.cold_start.releasing()):
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break

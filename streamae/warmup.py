@@ -67,6 +67,13 @@ class ColdStart:
             return ready
         return Batch.empty()
 
+    def releasing(self) -> bool:
+        """True while gathered samples are sure to be handed out by a later ``admit``: a
+        training is under way, or a model is live. (Samples short of the warm-up size
+        wait for more input, which may never come.)"""
+        return len(self.gathered) > 0 and (self._training is not None
+                                           or self.slot.live is not None)
+
     def _begin(self, consumer: Any) -> None:
         # Exactly the warm-up: a batch that crosses the line is scored, not trained on.
         warm, _ = self.gathered.split(self.settings.warmup_size)

@@ -83,9 +83,9 @@ BAD_INPUTS = [
 @BOTH_CLIENTS
 def test_bad_inputs_are_dead_lettered_and_good_ones_all_scored(
         daemon_env, produce, read_topic, monkeypatch):
-    # Batches of 256: a run bounded by max_messages ends once they are consumed, and with
-    # 4,096 at a time all 1,550 would be consumed (and gathered) before the cold start.
-    env = daemon_env(STREAMAE_KAFKA__MAX_MESSAGE_BYTES="65536", STREAMAE_BATCH__MAX_SIZE="256")
+    # Default batches (up to 4,096): all 1,550 messages can arrive in the poll that starts
+    # the cold start; a run bounded by max_messages still ends only once they are scored.
+    env = daemon_env(STREAMAE_KAFKA__MAX_MESSAGE_BYTES="65536")
     topic = env["STREAMAE_KAFKA__INPUT_TOPICS"]
     good = [(f"p{i % 3}", {"values": [float((i * 7 + j) % 11) for j in range(8)]})
             for i in range(1500)]
