@@ -72,8 +72,17 @@ def test_slow_retrain_keeps_scoring_and_never_rebalances(daemon_env, produce, mo
                           train=train_slowly)
     daemon.scored_hooks.append(retrainer.observe)
     daemon.scored_hooks.append(lambda *_: scored_at.append(time.time()))
-    feeder = threading.Thread(target=produce_slowly,
-                              args=(produce, topic, messages[400:], 20.0))
+    def feed_once_scoring() -> None:
+        """The rest of the stream, spread out once the first model scores: a slow join
+        (seen under load) would otherwise leave only a backlog, scored in one big batch
+        before the retrain starts, and nothing to score while it runs."""
+        deadline = time.monotonic() + 60
+        while not scored_at and time.monotonic() < deadline:
+            time.sleep(0.2)
+        produce_slowly(produce, topic, messages[400:], 20.0)
+
+    feeder = threading.Thread(target=feed_once_scoring)
+
     def stop_after_retrain() -> None:
         while not spans and not daemon.stop_event.wait(0.5):
             pass
