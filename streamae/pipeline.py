@@ -56,6 +56,11 @@ REJOIN_AFTER_S = 20.0
 # Turns sent and not yet acknowledged before the loop waits: bounds what is polled ahead
 # of the broker's acks (memory, and what a crash makes the next owner consume again).
 MAX_TURNS_IN_FLIGHT = 1
+# What a SIGKILL can make the next owner consume again, in turns: the one being scored,
+# the MAX_TURNS_IN_FLIGHT waiting for acks, and one acknowledged turn whose commit waited
+# behind an async commit still in flight (kafka-python allows one at a time). Only a
+# commit round trip longer than two turns could add one more.
+REDELIVERED_TURNS = MAX_TURNS_IN_FLIGHT + 2
 # Called after each scored batch with (live model, inputs, normalised scores, flags).
 ScoredHook = Callable[[LiveModel, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -399,7 +404,7 @@ class _Rebalance(ConsumerRebalanceListener):
     """Bookkeeping only: kafka-python 3 runs these callbacks on its IO thread, where a
     blocking call (flush, a synchronous commit) raises. A turn still waiting for acks when
     its partitions go is forgotten with them: the new owner consumes those records again
-    (at least once, at most MAX_TURNS_IN_FLIGHT + 1 batches); samples still gathered for a
+    (at least once, about REDELIVERED_TURNS batches); samples still gathered for a
     cold start stay and are scored (at least once)."""
 
     def __init__(self, daemon: Daemon) -> None:
