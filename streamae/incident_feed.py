@@ -40,6 +40,7 @@ def tracker_from(settings: IncidentSettings, top_k: int,
         open_flags=settings.open_flags, open_readings=settings.open_readings,
         quiet_readings=settings.quiet_readings, critical_margin=settings.critical_margin,
         update_margin=settings.update_margin, update_factor=settings.update_factor,
+        update_interval_ms=int(settings.update_interval_seconds * 1000),
         stale_ms=int(settings.stale_seconds * 1000),
         top_k=top_k, max_keys=settings.max_keys, clock=clock)
 

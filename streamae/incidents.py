@@ -14,7 +14,10 @@ the flags of its last ``open_readings`` (M) readings and
   of an order of magnitude, not of every step of a drift), or its
   set of top features changes (features ranked by their z summed over the incident's
   flagged readings; those under a quarter of the leader's are left out, so noise in the
-  third place does not page);
+  third place does not page); at most one ``updated`` per ``update_interval_ms`` of event
+  time (30 s; Alertmanager's ``group_interval`` idea): a change inside the interval waits
+  for the key's first reading after it and is published then if it still stands, or is
+  folded into ``resolved``, which carries the final peak, severity and features;
 - **resolves** it after ``quiet_readings`` (Q) readings of the key in a row with no flag
   (counted in readings, not seconds, so a replay and a live run agree and the quiet period
   scales with each key's own rate), or when the key has sent nothing for ``stale_ms`` of
@@ -106,6 +109,7 @@ class Incident:
     published_peak: float = 0.0
     published_severity: str = SEVERITIES[0]
     published_top: frozenset[str] = frozenset()
+    published_ts_ms: int = 0  # event time of the reading behind the last published event
     resolved_ts_ms: int | None = None
     resolution: str | None = None  # "quiet" or "stale" once resolved
 
@@ -148,7 +152,7 @@ class IncidentTracker:
     def __init__(self, *, open_flags: int = 2, open_readings: int = 3,
                  quiet_readings: int = 30, critical_margin: float = 2.0,
                  update_margin: float = 1.0, update_factor: float = 10.0,
-                 stale_ms: int = 900_000, top_k: int = 3,
+                 update_interval_ms: int = 30_000, stale_ms: int = 900_000, top_k: int = 3,
                  max_keys: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         if not 1 <= open_flags <= open_readings:
             raise ValueError(f"need 1 <= open_flags ({open_flags}) <= open_readings "
@@ -156,6 +160,7 @@ class IncidentTracker:
         self.open_flags, self.open_readings = open_flags, open_readings
         self.quiet_readings, self.critical_margin = quiet_readings, critical_margin
         self.update_margin, self.update_factor = update_margin, update_factor
+        self.update_interval_ms = update_interval_ms
         self.stale_ms, self.top_k = stale_ms, top_k
         self.max_keys, self.clock = max_keys, clock
         self.open: dict[str, Incident] = {}
@@ -180,13 +185,14 @@ class IncidentTracker:
         incident.readings += 1
         incident.last_ts_ms, incident.position = obs.ts_ms, obs.position
         self._dirty[incident.id] = incident
-        if not obs.flagged:
+        if obs.flagged:
+            incident.absorb(obs)
+        else:
             incident.quiet += 1
             if incident.quiet >= self.quiet_readings:
                 return [self._resolve(incident, obs.ts_ms, "quiet")]
-            return []
-        incident.absorb(obs)
-        return [self._event(incident, UPDATED)] if self._changed(incident) else []
+        due = obs.ts_ms - incident.published_ts_ms >= self.update_interval_ms
+        return [self._event(incident, UPDATED)] if due and self._changed(incident) else []
 
     def sweep(self) -> list[dict]:
         """Resolve incidents whose key has been silent for ``stale_ms`` of event time."""
@@ -253,6 +259,7 @@ class IncidentTracker:
         incident.published_peak = incident.peak_score
         incident.published_severity = self.severity(incident)
         incident.published_top = frozenset(incident.top(self.top_k))
+        incident.published_ts_ms = incident.last_ts_ms
         return self._describe(incident, kind)
 
     def _describe(self, incident: Incident, kind: str) -> dict:
@@ -286,7 +293,8 @@ class IncidentTracker:
                          counts=dict(incident.counts),
                          published={"peak": incident.published_peak,
                                     "severity": incident.published_severity,
-                                    "top": sorted(incident.published_top)})
+                                    "top": sorted(incident.published_top),
+                                    "ts_ms": incident.published_ts_ms})
             states.append(state)
         self._dirty.clear()
         return states
@@ -339,7 +347,8 @@ def incident_from_event(event: dict, position: Position) -> Incident:
     counts = event.get("counts") or {str(t["feature"]): int(t["readings"]) for t in top}
     published = event.get("published") or {"peak": event["peak_score"],
                                            "severity": event["severity"],
-                                           "top": [t["feature"] for t in top]}
+                                           "top": [t["feature"] for t in top],
+                                           "ts_ms": event["last_ts_ms"]}
     return Incident(
         id=event["id"], key=event["key"], started_ts_ms=int(event["started_ts_ms"]),
         opened_ts_ms=int(event["opened_ts_ms"]),
@@ -353,7 +362,8 @@ def incident_from_event(event: dict, position: Position) -> Incident:
         counts={str(k): int(v) for k, v in counts.items()},
         sequence=int(event["sequence"]), published_peak=float(published["peak"]),
         published_severity=str(published["severity"]),
-        published_top=frozenset(str(name) for name in published["top"]))
+        published_top=frozenset(str(name) for name in published["top"]),
+        published_ts_ms=int(published.get("ts_ms", event["last_ts_ms"])))
 
 
 def feature_names(explanation: dict[str, Any]) -> tuple[tuple[str, float], ...]:

@@ -232,6 +232,9 @@ class IncidentSettings(Section):
     # margin last published, and by at least update_margin (1: ten times rarer).
     update_factor: float = Field(10.0, ge=1)
     update_margin: float = Field(1.0, gt=0)
+    # At most one `updated` per incident in this much event time (0: every change at once);
+    # a change inside it is published at the key's next reading after it, or in `resolved`.
+    update_interval_seconds: float = Field(30.0, ge=0)
     max_keys: int = Field(10_000, ge=1)  # keys whose recent flags are remembered (LRU)
 
 

@@ -25,7 +25,8 @@ PERIOD_MS = 100
 
 def tracker(**overrides) -> IncidentTracker:
     args = {"open_flags": 2, "open_readings": 3, "quiet_readings": 4, "critical_margin": 3.0,
-            "update_margin": 1.5, "stale_ms": 10_000, "top_k": 2, "clock": lambda: 1234.5}
+            "update_margin": 1.5, "update_interval_ms": 0, "stale_ms": 10_000, "top_k": 2,
+            "clock": lambda: 1234.5}
     return IncidentTracker(**{**args, **overrides})
 
 
@@ -179,13 +180,16 @@ def run_in_batches(t: IncidentTracker, scores, start: int, size: int) -> list[di
 
 @pytest.mark.parametrize("acked_batches", range(2, 9))
 @pytest.mark.parametrize("commit_lost", [False, True])
+@pytest.mark.parametrize("interval_ms", [0, 4 * PERIOD_MS])
 def test_restart_from_snapshots_continues_exactly_as_if_uninterrupted(acked_batches,
-                                                                      commit_lost):
+                                                                      commit_lost,
+                                                                      interval_ms):
     size = 5
-    uninterrupted = [e for e in run_in_batches(tracker(), EPISODES, 0, size)
-                     if e["event"] != "state"]
-    before = run_in_batches(tracker(), EPISODES[:acked_batches * size], 0, size)
-    restarted = tracker()
+    uninterrupted = [e for e in run_in_batches(tracker(update_interval_ms=interval_ms),
+                                               EPISODES, 0, size) if e["event"] != "state"]
+    before = run_in_batches(tracker(update_interval_ms=interval_ms),
+                            EPISODES[:acked_batches * size], 0, size)
+    restarted = tracker(update_interval_ms=interval_ms)
     restarted.restore(roundtrip(before))
     committed = (acked_batches - commit_lost) * size  # a lost commit redelivers a batch
     after = run_in_batches(restarted, EPISODES, committed, size)
@@ -221,3 +225,33 @@ def test_an_extreme_peak_updates_when_its_margin_grows_tenfold_not_at_every_deca
     assert feed(t, [31, 60, 254.9], start=2) == []
     updated, = feed(t, [255], start=5)  # a margin of 250: ten times 25
     assert updated["event"] == "updated" and updated["peak_score"] == 255
+
+
+def test_updates_wait_for_the_interval_and_publish_the_change_that_still_stands():
+    t = tracker(update_interval_ms=10 * PERIOD_MS, quiet_readings=20)
+    opened, = feed(t, [6, 6])  # published at reading 1
+    # Severity rises and the peak climbs inside the interval: nothing yet.
+    assert feed(t, [9, 12, 1, 1, 1, 1, 1], start=2) == []
+    assert feed(t, [6, 1], start=9) == []  # reading 10 is still inside (1 + 10 > 10)
+    updated, = feed(t, [1], start=11)  # the first reading past the interval, unflagged
+    assert (updated["event"], updated["severity"], updated["peak_score"]) == (
+        "updated", "critical", 12)
+    assert updated["sequence"] == opened["sequence"] + 1
+    assert feed(t, [6, 1], start=12) == []  # no change since: nothing to publish
+
+
+def test_a_change_inside_the_interval_is_folded_into_resolved():
+    t = tracker(update_interval_ms=60 * PERIOD_MS)
+    feed(t, [6, 6])
+    events = feed(t, [12, 1, 1, 1, 1], start=2)  # quiet_readings 4: resolved
+    assert [e["event"] for e in events] == ["resolved"]
+    assert (events[0]["severity"], events[0]["peak_score"]) == ("critical", 12)
+
+
+def test_a_restart_inside_the_interval_keeps_waiting():
+    published = feed(tracker(update_interval_ms=10 * PERIOD_MS), [6, 6])
+    restarted = tracker(update_interval_ms=10 * PERIOD_MS)
+    restarted.restore(roundtrip(published))  # from the opened event alone
+    assert feed(restarted, [12], start=2) == []
+    updated, = feed(restarted, [1], start=11)
+    assert updated["peak_score"] == 12
