@@ -15,7 +15,10 @@ without it a drift event and continued alarms; the same reading's score within a
 across the versions of a run.
 
 Usage: ``python benchmarks/retrain_quality.py [--scenarios base,poison,ramp,drift]
-[--count 100000] [--every 5000] [--segment 10000] [--follow-drift] [--no-frozen]``
+[--count 100000] [--every 5000] [--segment 10000] [--warmup 5000] [--clean-prefix 5000]
+[--follow-drift] [--no-frozen]``. The defaults are what a new user gets from
+``streamae demo --scenario NAME`` and ``streamae run``: a clean commissioning period of
+5,000 readings and the daemon's 5,000-reading warm-up.
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamae.demo import SCENARIOS, SENSORS, DemoStream, Scenario, scenario  # noqa: E402
+from streamae.demo import (  # noqa: E402
+    CLEAN_PREFIX,
+    SCENARIOS,
+    SENSORS,
+    DemoStream,
+    Scenario,
+    scenario,
+)
 from streamae.replay import RowVerdicts, replay_rows  # noqa: E402
 from streamae.settings import Settings  # noqa: E402
 
@@ -59,10 +69,10 @@ class Stream:
 
 
 def stream(name: str, count: int, seed: int = 0, pumps: int = 4,
-           anomaly_rate: float = 0.002) -> Stream:
+           anomaly_rate: float = 0.002, clean_prefix: int = 0) -> Stream:
     spec = scenario(name, count)
     readings = DemoStream(pumps=pumps, anomaly_rate=anomaly_rate, seed=seed,
-                          scenario=spec).take(count)
+                          clean_prefix=clean_prefix, scenario=spec).take(count)
     values = np.array([[r.values[s] for s in SENSORS] for r in readings], dtype=np.float32)
     return Stream(spec, values, np.array([r.label for r in readings]),
                   np.array([r.ts_ms for r in readings]))
@@ -183,14 +193,18 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--every", type=int, default=5_000, help="windows between retrains")
     parser.add_argument("--segment", type=int, default=10_000)
-    parser.add_argument("--warmup", type=int, default=1_000)
+    parser.add_argument("--warmup", type=int, default=Settings().warmup_size,
+                        help="readings that train the first model (the daemon's default)")
+    parser.add_argument("--clean-prefix", type=int, default=CLEAN_PREFIX,
+                        help="readings without episodes at the start (streamae demo's default; "
+                             "0: episodes from the first reading)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--follow-drift", action="store_true")
     parser.add_argument("--no-frozen", action="store_true", help="skip the frozen runs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in args.scenarios.split(","):
-        data = stream(name, args.count, args.seed)
+        data = stream(name, args.count, args.seed, clean_prefix=args.clean_prefix)
         began = time.monotonic()
         frozen = None if args.no_frozen else run(data, args.every, False, False, args.warmup)
         retrained = run(data, args.every, args.follow_drift, True, args.warmup)

@@ -47,6 +47,7 @@ from streamae.live import (
     ModelSlot,
     calibrated_threshold,
     live_from_checkpoint,
+    train_config,
     train_detector,
 )
 from streamae.metrics import Metrics
@@ -64,7 +65,7 @@ from streamae.scoring import Scorer, resolve_device
 from streamae.settings import CheckpointSettings, ModelSettings, RetrainSettings, ThresholdSettings
 from streamae.thresholds import AlarmRate, Threshold
 from streamae.trainer_process import ProcessTrainer
-from streamae.training import Detector
+from streamae.training import Detector, TrainConfig, recalibrate
 
 log = logging.getLogger(__name__)
 
@@ -320,10 +321,16 @@ class Retrainer:
     def _retrain(self, champion: LiveModel, data: np.ndarray, confirmed: np.ndarray,
                  recent: np.ndarray, anchor: _Anchor) -> str:
         train, holdout = split_holdout(data, self.settings.holdout_fraction)
-        challenger = Scorer(self._fit(train), self.device, self.max_batch)
+        detector = self._fit(train)
+        normal = recent[-len(holdout):] if len(recent) else holdout  # not trained on
+        if len(normal) >= 2 * self.settings.min_windows:
+            # Half of it calibrates the score (the gated buffer lacks normal's tail), the
+            # other half judges the false-alarm rate.
+            detector = recalibrate(detector, normal[0::2], self._train_config)
+            normal = normal[1::2]
+        challenger = Scorer(detector, self.device, self.max_batch)
         scores = challenger.score(recent).scores if len(recent) else np.zeros(0, np.float32)
         threshold = calibrate(self.threshold_settings, challenger.detector, scores)
-        normal = recent[-len(holdout):] if len(recent) else holdout  # not trained on
         verdict = self._judge(challenger, threshold, anchor, confirmed, data, normal)
         self.verdicts.append(verdict)
         log.info("event=challenger_judged promote=%s reason=%s part=%s recall=%.3f "
@@ -466,6 +473,10 @@ class Retrainer:
             self.publish(checkpoint_to_bytes(detector, state, metadata, version), version)
         except Exception as exc:  # local serving goes on; replicas catch up
             log.exception("event=model_publish_failed version=%d error=%r", version, exc)
+
+    @property
+    def _train_config(self) -> TrainConfig:
+        return train_config(self.model_settings, self.threshold_settings.normalisation)
 
     def _train_default(self, data: np.ndarray, stop: threading.Event) -> Detector:
         return train_detector(data, self.model_settings, self.device, None, stop,

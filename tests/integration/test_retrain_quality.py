@@ -67,3 +67,12 @@ def test_an_unfollowed_drift_is_reported_and_keeps_alarming(bench, drift):
     far, _ = bench.drift_far(drift, retrained)
     assert retrained.drift and retrained.drift[0]["action"] == "keep_alarming"
     assert far > 0.5, far
+
+
+def test_a_ramping_sensor_stays_flagged_through_retrains(bench):
+    # As `streamae demo --scenario ramp` streams it: a clean commissioning period that
+    # the daemon's 5,000-reading warm-up learns from; the ramp spans readings 6,000-10,800.
+    data = bench.stream("ramp", 24_000, clean_prefix=5_000)
+    retrained = bench.run(data, 2_000, follow=False, retrain=True, warmup=5_000)
+    share, retrains = bench.faulty_share(data, retrained)
+    assert retrains >= 5 and share >= 0.95, (share, retrains, retrained.retrains)

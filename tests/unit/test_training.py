@@ -11,7 +11,15 @@ import torch
 from streamae.exceptions import ModelError
 from streamae.models import build_model
 from streamae.scoring import Scorer
-from streamae.training import Plateau, Scaler, TrainConfig, _train, contaminated, fit
+from streamae.training import (
+    Plateau,
+    Scaler,
+    TrainConfig,
+    _train,
+    contaminated,
+    fit,
+    recalibrate,
+)
 
 SMALL = {"hidden_sizes": [32, 16], "latent_size": 3}
 
@@ -226,3 +234,21 @@ def test_training_stops_on_a_plateau_and_restores_the_best_weights():
     restored = float(model.score(noise[64:])[0].mean())
     assert best_val == min(losses)
     assert restored == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_recalibrating_on_ungated_normal_data_restores_the_false_alarm_rate():
+    # A retrain learns from gated readings: the top 10% of normal cut away here (the
+    # champion's own score is a stand-in for the cut). Its validation split has no tail.
+    config = TrainConfig(epochs=6, batch_size=64)
+    first = fit(correlated(4_000, 0), "dense", SMALL, config, device="cpu")
+    pool = correlated(12_000, 1)
+    kept = Scorer(first, device="cpu").score(pool).scores
+    gated = pool[kept < np.quantile(kept, 0.9)]
+    fresh = correlated(20_000, 2)
+    challenger = fit(gated, "dense", SMALL, config, device="cpu")
+    before = float(np.mean(Scorer(challenger, device="cpu").score(fresh).scores > 2))
+    recalibrated = recalibrate(challenger, correlated(5_000, 3), config)
+    after = float(np.mean(Scorer(recalibrated, device="cpu").score(fresh).scores > 2))
+    assert before > 0.02, before  # s = 2 should be 1% of normal: measured 4.1%
+    assert 0.005 <= after <= 0.02, after  # measured 1.1%
+    assert recalibrated.model is challenger.model  # the weights are the challenger's
