@@ -43,18 +43,28 @@ class KeyValueFormatter(logging.Formatter):
 
 
 class ExpectedKafkaConditions(logging.Filter):
-    """kafka-python logs an input topic that does not exist yet as an ERROR, though a
-    daemon started before its producers expects it (the quickstart does) and reports it
-    once at INFO itself (``event=input_topics_missing``): shown at DEBUG only."""
+    """Expected conditions that kafka-python logs as failures, shown at DEBUG only:
+
+    * an input topic that does not exist yet (an ERROR), though a daemon started before
+      its producers expects it (the quickstart does) and reports it once at INFO itself
+      (``event=input_topics_missing``);
+    * its IO loop's slow-step warning ("Task ... ran for 0.136s (>0.100s threshold). It is
+      blocking the event loop"), asyncio's slow-callback diagnostic: on a busy shared CPU a
+      step is descheduled for longer than that, and nothing is wrong with the client.
+    """
 
     MESSAGES = ("Topic %s not found in cluster metadata",)
+    SLOW_STEP = "blocking the event loop"
+    LOGGERS = ("kafka.cluster", "kafka.net.selector")
 
     def __init__(self, level: int) -> None:
         super().__init__()
         self.show = level <= logging.DEBUG
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg in self.MESSAGES:
+        message = str(record.msg)
+        if message in self.MESSAGES or (message.startswith("Task ")
+                                        and self.SLOW_STEP in message):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return self.show
         return True
@@ -65,10 +75,11 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(KeyValueFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    cluster = logging.getLogger("kafka.cluster")
-    for old in [f for f in cluster.filters if isinstance(f, ExpectedKafkaConditions)]:
-        cluster.removeFilter(old)
-    cluster.addFilter(ExpectedKafkaConditions(logging.getLevelName(level)))
+    for name in ExpectedKafkaConditions.LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, ExpectedKafkaConditions)]:
+            logger.removeFilter(old)
+        logger.addFilter(ExpectedKafkaConditions(logging.getLevelName(level)))
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

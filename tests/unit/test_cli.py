@@ -214,6 +214,21 @@ def test_a_missing_input_topic_is_not_an_error_in_the_log(capsys, level, shown):
     assert "level=error logger=kafka.cluster Topic x is not authorized" in err
 
 
+def test_the_clients_slow_step_diagnostic_is_not_a_warning_in_the_log(capsys):
+    from streamae.cli import configure_logging
+
+    configure_logging("INFO")
+    selector = logging.getLogger("kafka.net.selector")
+    # as kafka-python 3 logs it: the message formatted beforehand
+    selector.warning("Task <kafka.net.selector.Task object at 0x7f> ran for 0.136s (>0.100s "
+                     "threshold). It is blocking the event loop -- likely a tight sync loop "
+                     "inside a coroutine. Other pollers will time out.")
+    selector.warning("Task %s left RUNNING after step; demoting to UNSCHEDULED", "t")
+    err = capsys.readouterr().err
+    assert "blocking the event loop" not in err
+    assert "level=warning logger=kafka.net.selector Task t left RUNNING" in err
+
+
 def test_retrain_accept_recent_posts_to_the_daemon(monkeypatch, capsys):
     from streamae.health import HealthServer
     from streamae.metrics import Metrics
