@@ -55,6 +55,9 @@ BARE_POLL = 500  # the issue's bare loop: poll 500, decode to float32, commit
 DAEMON_ARMS = {  # arm -> (format, extra settings)
     "daemon:json:off": ("json", {"STREAMAE_RETRAIN__ENABLED": "false"}),
     "daemon:json:default": ("json", {}),
+    # retraining on but never due: the goal's "no retrain running" (hooks, gate, rings)
+    "daemon:json:idle": ("json", {"STREAMAE_RETRAIN__EVERY_WINDOWS": "1000000000",
+                                  "STREAMAE_RETRAIN__EVERY_SECONDS": "1000000000"}),
     # against daemon:json:off: the scores topic is the only difference
     "daemon:json:scores": ("json", {"STREAMAE_RETRAIN__ENABLED": "false",
                                     "STREAMAE_KAFKA__SCORES_TOPIC": "{topic}-scores"}),

@@ -15,6 +15,11 @@ after a few promotions nothing is caught). Instead, on the calibrated scale:
   it never moves with promotions.
 * **False alarms**: on recent normal windows it did not train on, the challenger's alarm
   rate must stay near the threshold's target rate.
+* **The same scores**: on the reference items both score at least ``SCORE_FLOOR``, the
+  challenger's score must stay within ``score_ratio`` of the anchor's for a
+  ``score_agreement`` share of them. With the default ratio (the square root of 2) any two
+  promoted versions score those readings within a factor 2 of each other, so a score, a
+  static threshold and an alert rule keep their meaning across retrains.
 """
 
 from __future__ import annotations
@@ -86,6 +91,20 @@ def synthetic(normal: np.ndarray, n: int, seed: int = SEED) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+SCORE_FLOOR = 1.0  # below this a factor of 2 is noise (0.2 against 0.4), not a new meaning
+
+
+def score_agreement(challenger: np.ndarray, anchor: np.ndarray, ratio: float) -> float:
+    """Share of items (both scores >= SCORE_FLOOR) scored within ``ratio`` of each other;
+    1.0 when there is none to compare."""
+    mine, theirs = np.asarray(challenger, np.float64), np.asarray(anchor, np.float64)
+    both = (mine >= SCORE_FLOOR) & (theirs >= SCORE_FLOOR)
+    if not both.any():
+        return 1.0
+    spread = np.maximum(mine[both], theirs[both]) / np.minimum(mine[both], theirs[both])
+    return float(np.mean(spread <= ratio))
+
+
 def detection_rate(scores: np.ndarray, threshold: float | None) -> float:
     """Share of ``scores`` above ``threshold`` (0 without a threshold or scores)."""
     if threshold is None or len(scores) == 0:
@@ -133,19 +152,25 @@ class Verdict:
     far_limit: float
     reference: int  # windows in the reference set
     confirmed: int  # of which confirmed anomalies
+    agreement: float = 1.0  # share of reference scores within score_ratio of the anchor's
 
 
 def judge(recalls: dict[str, tuple[float, float]], far: float, limit: float,
-          sizes: dict[str, int], tolerance: float) -> Verdict:
+          sizes: dict[str, int], tolerance: float, agreement: float = 1.0,
+          min_agreement: float = 0.0) -> Verdict:
     """The absolute rule (module docstring): nothing in it depends on the champion.
-    ``recalls`` maps each part to (challenger's rate, anchor's rate)."""
+    ``recalls`` maps each part to (challenger's rate, anchor's rate); ``agreement`` is
+    ``score_agreement`` of the challenger's and the anchor's reference scores."""
     part, (recall, anchor) = min(recalls.items(), key=lambda kv: kv[1][0] - kv[1][1],
                                  default=("none", (1.0, 0.0)))
-    numbers = (part, recall, anchor, far, limit, sum(sizes.values()), sizes.get("confirmed", 0))
+    numbers = (part, recall, anchor, far, limit, sum(sizes.values()),
+               sizes.get("confirmed", 0), agreement)
     if not all(math.isfinite(v) for v in (recall, far)):
         return Verdict(False, "challenger_not_finite", *numbers)
     if recall < anchor - tolerance:
         return Verdict(False, "misses_reference", *numbers)
     if far > limit:
         return Verdict(False, "false_alarms", *numbers)
+    if agreement < min_agreement:
+        return Verdict(False, "score_shift", *numbers)
     return Verdict(True, "meets_reference", *numbers)

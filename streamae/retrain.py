@@ -57,6 +57,7 @@ from streamae.reference import (
     far_limit,
     judge,
     parts,
+    score_agreement,
     synthetic,
     target_rate,
 )
@@ -334,11 +335,12 @@ class Retrainer:
         verdict = self._judge(challenger, threshold, anchor, confirmed, data, normal)
         self.verdicts.append(verdict)
         log.info("event=challenger_judged promote=%s reason=%s part=%s recall=%.3f "
-                 "anchor_recall=%.3f far=%.5f far_limit=%.5f reference=%d confirmed=%d "
-                 "champion=%d anchor=%d", verdict.promote, verdict.reason, verdict.part,
-                 verdict.recall, verdict.anchor_recall,
-                 verdict.false_alarm_rate, verdict.far_limit, verdict.reference,
-                 verdict.confirmed, champion.version, anchor.live.version)
+                 "anchor_recall=%.3f far=%.5f far_limit=%.5f score_agreement=%.3f "
+                 "reference=%d confirmed=%d champion=%d anchor=%d", verdict.promote,
+                 verdict.reason, verdict.part, verdict.recall, verdict.anchor_recall,
+                 verdict.false_alarm_rate, verdict.far_limit, verdict.agreement,
+                 verdict.reference, verdict.confirmed, champion.version,
+                 anchor.live.version)
         if not verdict.promote:
             return "rejected"
         metadata = {"origin": "retrain", "windows": len(train), "holdout": len(holdout),
@@ -356,13 +358,19 @@ class Retrainer:
                          self.settings.reference_synthetic)
         reference = parts(confirmed, fake)
         keeper = self._anchor_copy(anchor)
-        recalls = {name: (detection_rate(challenger.score(items).scores, threshold.value),
-                          detection_rate(keeper.score(items).scores, anchor.threshold))
-                   for name, items in reference.items()}
+        scores = {name: (challenger.score(items).scores, keeper.score(items).scores)
+                  for name, items in reference.items()}
+        recalls = {name: (detection_rate(mine, threshold.value),
+                          detection_rate(theirs, anchor.threshold))
+                   for name, (mine, theirs) in scores.items()}
+        agreement = score_agreement(
+            np.concatenate([mine for mine, _ in scores.values()] or [np.zeros(0)]),
+            np.concatenate([theirs for _, theirs in scores.values()] or [np.zeros(0)]),
+            self.settings.score_ratio)
         far = detection_rate(challenger.score(normal).scores, threshold.value)
         limit = far_limit(self._target(threshold.value), len(normal), self.settings.far_ratio)
         return judge(recalls, far, limit, {k: len(v) for k, v in reference.items()},
-                     self.settings.tolerance)
+                     self.settings.tolerance, agreement, self.settings.score_agreement)
 
     def _anchor_copy(self, anchor: _Anchor) -> Scorer:
         """The job thread's own copy of the anchor's model (the loop scores with another)."""

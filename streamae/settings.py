@@ -250,6 +250,10 @@ class RetrainSettings(Section):
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     # A challenger must flag the reference set at >= the anchor model's rate - tolerance.
     tolerance: float = Field(0.05, ge=0, le=1)
+    # ... and score those of its readings within score_ratio of the anchor's scores, for at
+    # least a score_agreement share (sqrt 2: any two promoted versions agree within 2x).
+    score_ratio: float = Field(1.41, ge=1)
+    score_agreement: float = Field(0.9, ge=0, le=1)
     # Flagged windows scored this far above the threshold are confirmed anomalies (2: a
     # hundred times rarer than the threshold), kept across versions in the reference set.
     confirm_margin: float = Field(2.0, ge=0)

@@ -142,6 +142,7 @@ def test_scorer_replica_follows_the_trainer_through_the_model_topic(
                         STREAMAE_RETRAIN__EVERY_WINDOWS="1000",
                         STREAMAE_RETRAIN__MIN_WINDOWS="200",
                         STREAMAE_RETRAIN__TOLERANCE="1",
+                        STREAMAE_RETRAIN__SCORE_AGREEMENT="0",
                         STREAMAE_RETRAIN__ROLLBACK_ALERT_RATIO="1000")
     topic = common["STREAMAE_KAFKA__INPUT_TOPICS"]
     trainer_env = {**common, "STREAMAE_ROLE": "trainer"}

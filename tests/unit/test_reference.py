@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamae.reference import far_limit, judge, parts, synthetic, target_rate
+from streamae.reference import (
+    far_limit,
+    judge,
+    parts,
+    score_agreement,
+    synthetic,
+    target_rate,
+)
 
 
 def recent(n: int = 400, shape: tuple[int, ...] = (8,)) -> np.ndarray:
@@ -53,6 +60,26 @@ def test_judge_is_absolute_tolerance_and_false_alarms():
     assert not verdict.promote and verdict.reason == "false_alarms"
     assert judge({"spike": (float("nan"), 0.9)}, 0.0, 0.01, sizes, 0.05).reason == (
         "challenger_not_finite")
+
+
+def test_score_agreement_counts_readings_within_the_ratio_above_the_floor():
+    anchor = np.array([10.0, 10.0, 10.0, 10.0, 0.2, 0.5])
+    challenger = np.array([14.0, 7.2, 15.0, 6.0, 0.9, 3.0])  # last two: under the floor
+    assert score_agreement(challenger, anchor, 1.41) == pytest.approx(2 / 4)
+    assert score_agreement(challenger, anchor, 1.7) == 1.0
+    assert score_agreement(np.zeros(3), np.zeros(3), 1.41) == 1.0  # nothing to compare
+
+
+def test_a_challenger_whose_scores_moved_is_rejected_after_detection_and_alarms():
+    sizes = {"spike": 100}
+    shifted = judge({"spike": (0.9, 0.9)}, 0.0, 0.01, sizes, 0.05, agreement=0.5,
+                    min_agreement=0.9)
+    assert not shifted.promote and shifted.reason == "score_shift"
+    assert shifted.agreement == 0.5
+    assert judge({"spike": (0.9, 0.9)}, 0.0, 0.01, sizes, 0.05, 0.95, 0.9).promote
+    # a challenger that also misses the reference is rejected for that first
+    assert judge({"spike": (0.5, 0.9)}, 0.0, 0.01, sizes, 0.05, 0.5, 0.9).reason == (
+        "misses_reference")
 
 
 def test_far_limit_is_near_the_target_and_allows_one_unlucky_window():

@@ -69,8 +69,13 @@ class Harness:
     """A retrainer on a slot holding the champion, with publish calls recorded."""
 
     def __init__(self, tmp_path, champion_detector, train=None, clock=None, **retrain):
+        # score_agreement 0: these toy models (a few epochs on 8 columns) score the
+        # reference set far apart from one another; the tests here are about promotion,
+        # rollback and checkpoints. The score rule: test_reference.py and
+        # tests/integration/test_retrain_quality.py.
         defaults = {"every_windows": 300, "min_windows": 100, "rollback_window": 200,
-                    "calibration_windows": 1_000, "executor": "thread"}
+                    "calibration_windows": 1_000, "executor": "thread",
+                    "score_agreement": 0.0}
         self.settings = RetrainSettings(**{**defaults, **retrain})
         self.metrics = Metrics(CollectorRegistry())
         self.slot = ModelSlot()
