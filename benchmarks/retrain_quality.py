@@ -44,10 +44,9 @@ from streamae.demo import (  # noqa: E402
     Scenario,
     scenario,
 )
+from streamae.reference import SCORE_FLOOR  # noqa: E402
 from streamae.replay import RowVerdicts, replay_rows  # noqa: E402
 from streamae.settings import Settings  # noqa: E402
-
-SCORE_FLOOR = 1.0  # below this a factor of 2 is noise (0.2 vs 0.4), not a changed meaning
 
 
 @dataclass

@@ -299,15 +299,21 @@ def _fit_once(
 def recalibrate(detector: Detector, normal: np.ndarray, config: TrainConfig) -> Detector:
     """The same model with its error statistics fitted on ``normal``, data it was not
     trained on. A retrain learns from gated readings, which lack the top percent of normal
-    (the gate's cut): its own validation split then has no tail, and every readings' tail
+    (the gate's cut): its own validation split then has no tail, and every reading's tail
     probability came out too small (false alarms 15-45x the target after a few versions)."""
     model = detector.model.eval()
     device = next(model.parameters()).device
     scaled = torch.from_numpy(detector.scaler.transform(_check_data(normal))).to(device)
-    scores, errors = _evaluate(model, scaled, config.batch_size)
+    stats, raw = _error_stats(model, scaled, config)
+    return dataclasses.replace(detector, error_stats=stats, validation_scores=raw)
+
+
+def _error_stats(model: AutoEncoder, x: torch.Tensor,
+                 config: TrainConfig) -> tuple[ErrorStats, np.ndarray]:
+    """Error statistics fitted on held-out normal ``x``, and its samples' raw scores."""
+    scores, errors = _evaluate(model, x, config.batch_size)
     stats = ErrorStats.from_errors(scores, errors, config.error_method)
-    return dataclasses.replace(detector, error_stats=stats,
-                               validation_scores=stats.sample_raw(scores, errors))
+    return stats, stats.sample_raw(scores, errors)
 
 
 def _finish(
@@ -320,9 +326,7 @@ def _finish(
     epochs_run: int,
 ) -> Detector:
     """Calibrate error statistics on the validation split (the model stays on its device)."""
-    scores, errors = _evaluate(model, x_val, config.batch_size)
-    stats = ErrorStats.from_errors(scores, errors, config.error_method)
-    scores = stats.sample_raw(scores, errors)
+    stats, scores = _error_stats(model, x_val, config)
     sensitivity = spike_sensitivity(model, stats, x_val, config)
     return Detector(model, scaler, stats, train_loss, val_loss, scores, epochs_run,
                     sensitivity)
