@@ -21,7 +21,8 @@ within each round. Per arm it prints:
 Latency (``--no-latency`` skips it): the daemon with defaults and the scores topic on, fed
 at 1,800 msg/s (the issue's point) and at half the measured maximum with the scores topic
 on (``--latency-rate``); both topics use broker time (``LogAppendTime``), so latency =
-the score record's append - the input's append.
+the score record's append - the input's append (``--latency-scores-format batch``: the
+append of the batch record that holds the reading's score).
 
 Clients: ``--client kafka-python`` (default) runs the table above. ``--client confluent``
 instead compares the two transports, bare loops and daemons, JSON and binary, alternated
@@ -61,13 +62,17 @@ DAEMON_ARMS = {  # arm -> (format, extra settings)
     # against daemon:json:off: the scores topic is the only difference
     "daemon:json:scores": ("json", {"STREAMAE_RETRAIN__ENABLED": "false",
                                     "STREAMAE_KAFKA__SCORES_TOPIC": "{topic}-scores"}),
+    # the same, scores in the batch format (one record per input partition and turn)
+    "daemon:json:scores-batch": ("json", {"STREAMAE_RETRAIN__ENABLED": "false",
+                                          "STREAMAE_KAFKA__SCORES_TOPIC": "{topic}-scores",
+                                          "STREAMAE_KAFKA__SCORES_FORMAT": "batch"}),
     "daemon:binary:off": ("binary", {"STREAMAE_RETRAIN__ENABLED": "false"}),
     "daemon:binary:default": ("binary", {}),
 }
 # Alternating order: each daemon arm follows a bare loop of its format.
 DEFAULT_ARMS = ["bare:json", "daemon:json:off", "bare:binary", "daemon:binary:off",
                 "bare:json", "daemon:json:default", "bare:binary", "daemon:binary:default",
-                "bare:json", "daemon:json:scores"]
+                "bare:json", "daemon:json:scores", "bare:json", "daemon:json:scores-batch"]
 
 
 # ------------------------------------------------------------------ measuring (children)
@@ -302,12 +307,15 @@ def latency(args: argparse.Namespace, topic: str, work: Path, rate: float,
     """Daemon defaults + scores topic, fed at ``rate``; broker-time latency percentiles."""
     from kafka import KafkaConsumer, KafkaProducer
 
+    from streamae.messages import unbatch_scores
+
     count = int(rate * args.latency_seconds)
     scores = create_topic(args.bootstrap, f"{topic}-scores", log_append_time=True)
     ready = str(work / f"ready-{uuid.uuid4().hex[:6]}")
     process = run_child(args.latency_arm, args, topic, work,
                         {**DAEMON_ARMS[args.latency_arm][1],
                          "STREAMAE_KAFKA__SCORES_TOPIC": scores,
+                         "STREAMAE_KAFKA__SCORES_FORMAT": args.latency_scores_format,
                          "STREAMAE_KAFKA__AUTO_OFFSET_RESET": "latest"}, ready, count)
     while not Path(ready).exists():
         if process.poll() is not None:
@@ -333,7 +341,8 @@ def latency(args: argparse.Namespace, topic: str, work: Path, rate: float,
             appended[(record.partition, record.offset)] = record.timestamp
             continue
         body = json.loads(record.value)
-        appended.setdefault(("score", body["partition"], body["offset"]), record.timestamp)
+        for line in unbatch_scores(body) if "offsets" in body else [body]:
+            appended.setdefault(("score", line["partition"], line["offset"]), record.timestamp)
     consumer.close()
     for key, ts in appended.items():
         if key[0] == "score" and (key[1], key[2]) in appended:
@@ -359,6 +368,8 @@ def main() -> int:
                              "(default: 1800, the issue's point, and 0)")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--latency-arm", default="daemon:json:default", choices=DAEMON_ARMS)
+    parser.add_argument("--latency-scores-format", choices=["record", "batch"],
+                        default="record", help="the latency arm's scores topic format")
     parser.add_argument("--profile", help="a folder: each arm runs under py-spy record")
     # child process arguments
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -443,10 +454,11 @@ def report(args: argparse.Namespace, figures: dict[str, list[dict]]) -> None:
         print(f"| {args.client} {arm} | {rate:,.0f}{spread} | {ratio} | {cpu:.1f}{extra} | "
               f"{cpu_ratio} | {median(results, 'rss_mb'):.0f} "
               f"({median(results, 'peak_mb'):.0f}) |")
-    off, on = figures.get("daemon:json:off"), figures.get("daemon:json:scores")
-    if off and on:
-        print(f"scores topic on / off, CPU per message: "
-              f"{median(on, 'cpu_us') / median(off, 'cpu_us'):.2f} (goal <= 1.4)")
+    off = figures.get("daemon:json:off")
+    for arm, form in (("daemon:json:scores", "record"), ("daemon:json:scores-batch", "batch")):
+        if off and (on := figures.get(arm)):
+            print(f"scores topic on ({form} format) / off, CPU per message: "
+                  f"{median(on, 'cpu_us') / median(off, 'cpu_us'):.2f} (goal <= 1.4)")
 
 
 if __name__ == "__main__":

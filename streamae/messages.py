@@ -84,6 +84,8 @@ JSON_TYPES = frozenset({"application/json", "text/json", "text/plain"})
 FLOAT32_TYPES = frozenset({"application/x-float32", "application/octet-stream"})
 ANOMALY_SCHEMA = "streamae.anomaly/v2"  # v2: calibrated score, p_value, unseen
 SCORE_SCHEMA = "streamae.score/v1"
+SCORES_SCHEMA = "streamae.scores/v1"  # the batch format: columns of one input partition
+SCORES_PER_BATCH = 1_000  # readings per batch record: ~40 KB with short keys
 DETAIL_MAX_BYTES = 1024
 _MAX_ABS_TS_MS = 10**15  # ~ year 33658: beyond this a "timestamp" is garbage
 _MAX_TS_DIGITS = 19  # int64 milliseconds; a longer digit string is never a timestamp
@@ -531,9 +533,47 @@ def score_records(records: Sequence[Any], keys: Sequence[str | None], scores: np
                                                 flags.astype(bool).tolist(), strict=True)]
 
 
+def score_batches(records: Sequence[Any], keys: Sequence[str | None], scores: np.ndarray,
+                  flags: np.ndarray, threshold: float | None, model_version: str | int,
+                  size: int = SCORES_PER_BATCH) -> list[tuple[bytes, bytes]]:
+    """The scores topic's batch format: per input partition, in offset order, records of
+    at most ``size`` readings as columns; (Kafka key ``topic/partition``, value) pairs.
+    One record stands for many messages, so the topic costs about one send per turn."""
+    limit = None if threshold is None else _round6(float(threshold))
+    version = int(model_version) if isinstance(model_version, int | np.integer) \
+        else model_version
+    rounded = [_round6(score) for score in scores.tolist()]
+    flagged = flags.astype(bool).tolist()
+    rows: dict[tuple[str, int], list[int]] = {}
+    for i, record in enumerate(records):
+        rows.setdefault((record.topic, record.partition), []).append(i)
+    out = []
+    for (topic, partition), indices in rows.items():
+        for start in range(0, len(indices), size):
+            chunk = indices[start:start + size]
+            out.append((f"{topic}/{partition}".encode(), orjson.dumps({
+                "schema": SCORES_SCHEMA, "topic": topic, "partition": partition,
+                "offsets": [records[i].offset for i in chunk],
+                "keys": [keys[i] for i in chunk], "scores": [rounded[i] for i in chunk],
+                "anomalies": [j for j, i in enumerate(chunk) if flagged[i]],
+                "threshold": limit, "model_version": version})))
+    return out
+
+
+def unbatch_scores(body: dict) -> list[dict]:
+    """A batch record's readings as the record format's lines (for consumers and tests)."""
+    anomalies = set(body["anomalies"])
+    return [{"schema": SCORE_SCHEMA, "topic": body["topic"], "partition": body["partition"],
+             "offset": offset, "key": key, "score": score, "threshold": body["threshold"],
+             "anomaly": j in anomalies, "model_version": body["model_version"]}
+            for j, (offset, key, score) in enumerate(zip(body["offsets"], body["keys"],
+                                                         body["scores"], strict=True))]
+
+
 __all__ = [
     "ANOMALY_SCHEMA",
     "REASONS",
+    "SCORES_SCHEMA",
     "SCORE_SCHEMA",
     "ImageDecoder",
     "Reading",
@@ -542,6 +582,8 @@ __all__ = [
     "copy_headers",
     "dead_letter_headers",
     "encode_json",
+    "score_batches",
     "score_record",
     "score_records",
+    "unbatch_scores",
 ]

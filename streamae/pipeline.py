@@ -40,7 +40,7 @@ from streamae.kafka_io import (
     security_config,
 )
 from streamae.live import LiveModel, ModelSlot
-from streamae.messages import encode_json, score_records
+from streamae.messages import encode_json, score_batches, score_records
 from streamae.metrics import Metrics, observe_many
 from streamae.settings import Settings
 from streamae.thresholds import classify_and_learn
@@ -300,6 +300,11 @@ class Daemon:
         if not topic:
             return
         records = batch.records
+        if self.settings.kafka.scores_format == "batch":
+            for key, body in score_batches(records, batch.keys, scores, flags, threshold,
+                                           live.version):
+                self._send(topic, body, key)
+            return
         for record, body in zip(records, score_records(records, batch.keys, scores, flags,
                                                        threshold, live.version), strict=True):
             self._send(topic, body, record.key)

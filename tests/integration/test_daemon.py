@@ -14,6 +14,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from streamae.demo import KINDS, DemoStream
 from streamae.kafka_io import build_consumer, build_producer
+from streamae.messages import unbatch_scores
 from streamae.metrics import Metrics
 from streamae.pipeline import REDELIVERED_TURNS, Daemon
 from tests.integration.conftest import BOTH_CLIENTS, settings_from
@@ -110,6 +111,25 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_all_scored(
     assert metrics.registry.get_sample_value(
         "streamae_dead_letters_total", {"reason": "invalid_json"}) == 3
     assert stats.dead_letters == len(dead)
+
+
+@BOTH_CLIENTS
+def test_batched_scores_cover_every_offset_once_with_its_key(
+        daemon_env, produce, read_topic, monkeypatch):
+    env = daemon_env(partitions=2, STREAMAE_KAFKA__SCORES_FORMAT="batch")
+    messages, _ = demo_messages(3000, seed=11)
+    produce(env["STREAMAE_KAFKA__INPUT_TOPICS"], messages)
+    stats, _ = run_in_process(env, monkeypatch, max_messages=len(messages))
+
+    records = read_topic(env["STREAMAE_KAFKA__SCORES_TOPIC"])
+    lines = [line for r in records for line in unbatch_scores(json.loads(r.value))]
+    inputs = {(r.partition, r.offset): r.key.decode() for r in consumed_records(env)}
+    assert Counter((line["partition"], line["offset"]) for line in lines) == Counter(set(inputs))
+    assert all(line["key"] == inputs[line["partition"], line["offset"]] for line in lines)
+    assert sum(line["anomaly"] for line in lines) == stats.anomalies > 0
+    bodies = [json.loads(r.value) for r in records]
+    assert [r.key.decode() for r in records] == [f"{b['topic']}/{b['partition']}" for b in bodies]
+    assert len(records) <= len(lines) / 50  # about one record per partition and turn
 
 
 def consumed_records(env):

@@ -18,8 +18,12 @@ from streamae.messages import (
     dead_letter_headers,
     encode_json,
     parse_ts,
+    score_batches,
     score_record,
+    score_records,
+    unbatch_scores,
 )
+from streamae.replay import Record
 
 F32 = [("content-type", b"application/x-float32")]
 
@@ -302,6 +306,24 @@ def test_score_record():
     assert record["schema"] == "streamae.score/v1"
     assert record["anomaly"] is False
     assert json.loads(encode_json(record))["threshold"] is None
+
+
+def test_score_batches_hold_the_record_formats_lines_per_partition_in_order():
+    records = [Record(b"", offset, topic="in", partition=offset % 3) for offset in range(20)]
+    keys = [None if i % 4 else f"k{i}" for i in range(20)]
+    scores = np.linspace(0.0, 9.5, 20).astype(np.float32)
+    flags = scores > 4.0
+    batches = score_batches(records, keys, scores, flags, 4.0, 3, size=3)
+    # partition p holds offsets p, p + 3, ...: 7, 7 and 6 readings, in records of 3 at most
+    assert [len(json.loads(body)["offsets"]) for _, body in batches] == [3, 3, 1, 3, 3, 1, 3, 3]
+    assert {key for key, _ in batches} == {b"in/0", b"in/1", b"in/2"}
+    lines = [line for _, body in batches for line in unbatch_scores(json.loads(body))]
+    expected = [json.loads(b) for b in score_records(records, keys, scores, flags, 4.0, 3)]
+    assert sorted(lines, key=lambda line: line["offset"]) == expected
+    for partition in range(3):
+        offsets = [line["offset"] for line in lines if line["partition"] == partition]
+        assert offsets == sorted(offsets)
+    assert all(json.loads(body)["schema"] == "streamae.scores/v1" for _, body in batches)
 
 
 def test_reading_is_frozen():
