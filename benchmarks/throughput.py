@@ -3,6 +3,7 @@
     flock /tmp/streamae-bench.lock .venv/bin/python benchmarks/throughput.py \
         [--messages 50000] [--rounds 1] [--arms ...] [--no-latency]
         [--profile DIR]   # each arm under py-spy (CPU figures then include its overhead)
+        [--stages]        # daemon arms: the main thread's CPU per message by stage
     .venv/bin/python benchmarks/throughput.py --client confluent [--messages N --rounds 3]
 
 Uses STREAMAE_BENCH_BOOTSTRAP when set, else starts the project's own broker. The workload
@@ -89,11 +90,12 @@ class Span:
     """CPU and wall time from the first record to the end."""
 
     def __init__(self) -> None:
-        self.cpu0 = self.wall0 = None
+        self.cpu0 = self.wall0 = self.thread0 = None
 
     def start(self) -> None:
         if self.wall0 is None:
             self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+            self.thread0 = time.thread_time()
 
     def result(self, count: int) -> dict:
         cpu, wall = time.process_time() - self.cpu0, time.perf_counter() - self.wall0
@@ -137,6 +139,40 @@ BARE_LOOPS: dict[str, Callable[[str, str, str, int], dict]] = {
 }
 
 
+# --stages: the main thread's CPU per message in each of these (inclusive: _score holds
+# the four after it); "other threads" is the process's CPU less the main thread's.
+STAGES = [("streamae.pipeline", "Daemon", "step"), ("streamae.pipeline", "Daemon", "_poll"),
+          ("streamae.kafka_io", "OffsetTracker", "started"),
+          ("streamae.intake", "Decoding", "take"), ("streamae.pipeline", "Daemon", "_score"),
+          ("streamae.scoring", "Scorer", "score"),
+          ("streamae.incident_feed", "IncidentFeed", "observe"),
+          ("streamae.pipeline", "Daemon", "_publish_anomaly"),
+          ("streamae.pipeline", "Daemon", "_publish_scores"),
+          ("streamae.pipeline", "Daemon", "_deliver_and_commit")]
+
+
+def time_stages() -> dict[str, float]:
+    """Wrap each stage to add up the main thread's CPU time spent in it."""
+    import importlib
+
+    spent: dict[str, float] = {}
+    for module, cls, name in STAGES:
+        owner = getattr(importlib.import_module(module), cls)
+        spent[f"{cls}.{name}"] = 0.0
+        setattr(owner, name, _timed(getattr(owner, name), f"{cls}.{name}", spent))
+    return spent
+
+
+def _timed(method: Callable, label: str, spent: dict[str, float]) -> Callable:
+    def wrapper(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            spent[label] += time.thread_time() - started
+    return wrapper
+
+
 def daemon_arm(count: int, ready_file: str | None) -> dict:
     """The daemon as ``streamae run`` wires it (model roles, drift, incidents), settings
     from the environment the parent set."""
@@ -149,6 +185,7 @@ def daemon_arm(count: int, ready_file: str | None) -> dict:
     from streamae.settings import Settings
 
     settings = Settings()
+    stages = time_stages() if os.environ.get("STREAMAE_BENCH_STAGES") else None
     connect(settings.kafka, output_topics(settings), threading.Event(),
             compacted_topics(settings))
     torch.set_num_threads(settings.torch_threads)
@@ -166,6 +203,10 @@ def daemon_arm(count: int, ready_file: str | None) -> dict:
         stats = daemon.run(max_messages=count, timeout_s=900)
         result = span.result(stats.consumed)
     result["anomalies"] = stats.anomalies
+    if stages is not None:
+        result["stages_us"] = {k: v / stats.consumed * 1e6 for k, v in stages.items()}
+        main_cpu = time.thread_time() - span.thread0
+        result["stages_us"]["other threads"] = result["cpu_us"] - main_cpu / stats.consumed * 1e6
     return result
 
 
@@ -255,7 +296,8 @@ def scoring_only(checkpoint: Path, floats: list[bytes]) -> list[tuple[int, float
     return figures
 
 
-def arm_env(bootstrap: str, topic: str, work: Path, client: str, extra: dict) -> dict:
+def arm_env(bootstrap: str, topic: str, work: Path, client: str, extra: dict,
+            stages: bool = False) -> dict:
     env = dict(os.environ)
     env.update({
         "PYTHONPATH": f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
@@ -271,6 +313,8 @@ def arm_env(bootstrap: str, topic: str, work: Path, client: str, extra: dict) ->
     })
     if client != "kafka-python":
         env["STREAMAE_KAFKA__CLIENT"] = client
+    if stages:
+        env["STREAMAE_BENCH_STAGES"] = "1"
     env.update({name: value.format(topic=topic) for name, value in extra.items()})
     return env
 
@@ -278,7 +322,7 @@ def arm_env(bootstrap: str, topic: str, work: Path, client: str, extra: dict) ->
 def run_child(arm: str, args: argparse.Namespace, topic: str, work: Path,
               extra: dict | None = None, ready_file: str | None = None,
               count: int | None = None) -> subprocess.Popen:
-    env = arm_env(args.bootstrap, topic, work, args.client, extra or {})
+    env = arm_env(args.bootstrap, topic, work, args.client, extra or {}, args.stages)
     # each daemon arm starts from the same trained checkpoint, in a directory of its own
     target = Path(env["STREAMAE_CHECKPOINTS__DIRECTORY"])
     subprocess.run(["cp", "-r", str(work / "checkpoint"), str(target)], check=True)
@@ -370,6 +414,8 @@ def main() -> int:
     parser.add_argument("--latency-arm", default="daemon:json:default", choices=DAEMON_ARMS)
     parser.add_argument("--latency-scores-format", choices=["record", "batch"],
                         default="record", help="the latency arm's scores topic format")
+    parser.add_argument("--stages", action="store_true",
+                        help="daemon arms: the main thread's CPU per message by stage")
     parser.add_argument("--profile", help="a folder: each arm runs under py-spy record")
     # child process arguments
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -402,6 +448,9 @@ def main() -> int:
                 figures.setdefault(arm, []).append(result)
                 print(f"  {arm:<24} {result['cpu_us']:7.1f} us/msg {result['rate']:9,.0f} "
                       f"msg/s rss {result['rss_mb']:5.0f} MB", flush=True)
+                if stages := result.get("stages_us"):
+                    print("    CPU us/msg by stage: " + ", ".join(
+                        f"{name} {us:.2f}" for name, us in stages.items()), flush=True)
         report(args, figures)
         print("scoring only (dense, 8 features, 1 thread, CPU time): " + ", ".join(
             f"batch {size}: {rate / 1e6:.2f}M vectors/s"

@@ -90,7 +90,7 @@ class IncidentFeed:
                 features: dict[int, tuple[tuple[str, float], ...]]) -> None:
         now_ms = int(self.clock() * 1000)
         limit = math.inf if threshold is None else float(threshold)
-        observe, publish = self.tracker.observe, self._publish
+        observe, quiet, publish = self.tracker.observe, self.tracker.quiet, self._publish
         for i, (record, key, ts, score, flagged) in enumerate(zip(
                 batch.records, batch.keys, batch.ts, scores.tolist(),
                 flags.astype(bool).tolist(), strict=True)):
@@ -98,6 +98,8 @@ class IncidentFeed:
                 key = f"{record.topic}/{record.partition}"
             if ts is None:
                 ts = record.timestamp or now_ms
+            if not flagged and quiet(key, int(ts)):
+                continue
             events = observe(Observation(key, int(ts), score, limit, flagged,
                                          Position(record.topic, record.partition,
                                                   record.offset), features.get(i, ())))

@@ -50,7 +50,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,9 @@ STATE = "state"  # not an event: a snapshot for the state topic
 TOP_SHARE = 0.25  # an incident's top features weigh at least this share of the leader's
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where a reading came from: the input topic, partition and offset."""
+class Position(NamedTuple):
+    """Where a reading came from: the input topic, partition and offset. (Named tuples:
+    one of each per reading, built ~4x faster than frozen dataclasses.)"""
 
     topic: str
     partition: int
@@ -75,8 +75,7 @@ class Position:
             other.offset <= self.offset)
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
     """One scored reading of one key, as the tracker needs it."""
 
     key: str
@@ -193,6 +192,23 @@ class IncidentTracker:
                 return [self._resolve(incident, obs.ts_ms, "quiet")]
         due = obs.ts_ms - incident.published_ts_ms >= self.update_interval_ms
         return [self._event(incident, UPDATED)] if due and self._changed(incident) else []
+
+    def quiet(self, key: str, ts_ms: int) -> bool:
+        """``observe`` for an unflagged reading, when its key has nothing open and no fence
+        (nearly every reading): only the key's history moves, without building an
+        ``Observation``. False when the reading needs ``observe``."""
+        if key in self.open or key in self._fences:
+            return False
+        self.now_ms = max(self.now_ms, ts_ms)
+        history = self._history.get(key)
+        if history is None:
+            self._history[key] = history = deque(maxlen=self.open_readings)
+            while len(self._history) > self.max_keys:
+                self._history.popitem(last=False)
+        else:
+            self._history.move_to_end(key)
+        history.append(None)
+        return True
 
     def sweep(self) -> list[dict]:
         """Resolve incidents whose key has been silent for ``stale_ms`` of event time."""

@@ -7,6 +7,7 @@ import json
 import struct
 
 import numpy as np
+import pytest
 
 from streamae.columnar import decode_vectors
 from streamae.messages import VectorDecoder
@@ -46,9 +47,9 @@ MIXED = [  # (value, headers, kafka key)
 ]
 
 
-def one_by_one(decoder: VectorDecoder) -> tuple[list, dict]:
+def one_by_one(decoder: VectorDecoder, poll: list = MIXED) -> tuple[list, dict]:
     rows, errors = [], {}
-    for i, (value, headers, key) in enumerate(MIXED):
+    for i, (value, headers, key) in enumerate(poll):
         try:
             reading = decoder.decode(value, headers, key)
         except Exception as error:
@@ -67,6 +68,28 @@ def test_a_poll_decodes_as_record_by_record_with_the_same_reasons():
     assert {i: getattr(e, "reason", type(e).__name__) for i, e in columns.errors} == \
         expected_errors
     assert columns.values.dtype == np.float32 and len(expected_rows) >= 6
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_records_with_other_headers_than_their_neighbours_decode_as_alone(seed):
+    # the fast path remembers the last headers it read: every neighbour must count
+    rng = np.random.default_rng(seed)
+    heads = [[F32], [F32, ("ts", b"77")], [], [("content-type", b"application/json")],
+             [("CONTENT-TYPE", b"application/x-float32; v=1")], [F32, ("x", None)]]
+    poll = []
+    for n in range(60):
+        h = heads[int(rng.integers(len(heads)))]
+        binary = "float32" in str(h).lower()
+        value = struct.pack("<3f", n, 1, 2) if binary else j({"values": [n, 1, 2]})
+        poll.append((value, list(h), None))
+    expected_rows, expected_errors = one_by_one(VectorDecoder(NAMES, max_bytes=4096), poll)
+    columns = decode_vectors(VectorDecoder(NAMES, max_bytes=4096), *zip(*poll, strict=True))
+    rows = [(i, columns.values[n].tolist(), columns.keys[n], columns.ts[n], columns.names[n])
+            for n, i in enumerate(columns.rows)]
+    assert rows == expected_rows
+    assert {i: getattr(e, "reason", type(e).__name__) for i, e in columns.errors} == \
+        expected_errors
+    assert any(ts == 77 for _, _, _, ts, _ in rows)
 
 
 def test_the_first_named_message_fixes_the_order_for_the_rest_of_the_poll():
