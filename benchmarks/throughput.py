@@ -25,9 +25,10 @@ on (``--latency-rate``); both topics use broker time (``LogAppendTime``), so lat
 the score record's append - the input's append (``--latency-scores-format batch``: the
 append of the batch record that holds the reading's score).
 
-Clients: ``--client kafka-python`` (default) runs the table above. ``--client confluent``
-instead compares the two transports, bare loops and daemons, JSON and binary, alternated
-(``client_arms.py``; docs/operations.md has its table).
+Clients: an arm named ``confluent/...`` (``confluent/bare:json``,
+``confluent/daemon:binary:off``) runs on confluent-kafka (``STREAMAE_KAFKA__CLIENT``), in a
+child of its own like every arm; ``--client confluent`` runs both transports' bare loops and
+daemons, JSON and binary, alternated (docs/operations.md has its table).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ DAEMON_ARMS = {  # arm -> (format, extra settings)
     "daemon:binary:off": ("binary", {"STREAMAE_RETRAIN__ENABLED": "false"}),
     "daemon:binary:default": ("binary", {}),
 }
+# --client confluent: both transports, bare and daemon, alternated
+TRANSPORT_ARMS = [f"{client}{arm}" for fmt in ("json", "binary")
+                  for client in ("", "confluent/") for arm in (f"bare:{fmt}", f"daemon:{fmt}:off")]
 # Alternating order: each daemon arm follows a bare loop of its format.
 DEFAULT_ARMS = ["bare:json", "daemon:json:off", "bare:binary", "daemon:binary:off",
                 "bare:json", "daemon:json:default", "bare:binary", "daemon:binary:default",
@@ -133,10 +137,44 @@ def bare_kafka_python(bootstrap: str, topic: str, fmt: str, count: int) -> dict:
     return result
 
 
+def bare_confluent(bootstrap: str, topic: str, fmt: str, count: int) -> dict:
+    """The same loop on confluent-kafka: consume 500, decode each, commit each batch."""
+    import confluent_kafka as ck
+
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                            "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    span, seen = Span(), 0
+    while seen < count:
+        messages = [m for m in consumer.consume(BARE_POLL, 0.1) if m.error() is None]
+        if messages:
+            span.start()
+        for message in messages:
+            if fmt == "json":
+                body = json.loads(message.value())
+                np.array(list(body["values"].values()), dtype=np.float32)
+            else:
+                np.frombuffer(message.value(), dtype="<f4")
+        seen += len(messages)
+        if messages:
+            consumer.commit(asynchronous=False)
+    result = span.result(seen)
+    consumer.close()
+    return result
+
+
 # A transport registers its bare loop here: (bootstrap, topic, format, count) -> figures.
 BARE_LOOPS: dict[str, Callable[[str, str, str, int], dict]] = {
     "kafka-python": bare_kafka_python,
+    "confluent": bare_confluent,
 }
+
+
+def split_arm(arm: str) -> tuple[str, str, str]:
+    """``[client/]bare:FORMAT`` or ``[client/]daemon:FORMAT:SETTINGS`` -> (client, arm
+    without the client, format); the client is kafka-python unless named."""
+    client, _, name = arm.rpartition("/")
+    return client or "kafka-python", name, name.split(":")[1]
 
 
 # --stages: the main thread's CPU per message in each of these (inclusive: _score holds
@@ -322,12 +360,14 @@ def arm_env(bootstrap: str, topic: str, work: Path, client: str, extra: dict,
 def run_child(arm: str, args: argparse.Namespace, topic: str, work: Path,
               extra: dict | None = None, ready_file: str | None = None,
               count: int | None = None) -> subprocess.Popen:
-    env = arm_env(args.bootstrap, topic, work, args.client, extra or {}, args.stages)
+    client, arm, _ = split_arm(arm)
+    extra = {"STREAMAE_DEVICE": args.device, **(extra or {})}
+    env = arm_env(args.bootstrap, topic, work, client, extra, args.stages)
     # each daemon arm starts from the same trained checkpoint, in a directory of its own
     target = Path(env["STREAMAE_CHECKPOINTS__DIRECTORY"])
     subprocess.run(["cp", "-r", str(work / "checkpoint"), str(target)], check=True)
     command = [sys.executable, __file__, "--child", "--arm", arm, "--topic", topic,
-               "--bootstrap", args.bootstrap, "--client", args.client,
+               "--bootstrap", args.bootstrap, "--client", client,
                "--messages", str(count or args.messages)]
     if ready_file:
         command += ["--ready-file", ready_file]
@@ -400,11 +440,12 @@ def latency(args: argparse.Namespace, topic: str, work: Path, rate: float,
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=50_000)
-    parser.add_argument("--device", default="cpu", help="--client confluent: the device")
+    parser.add_argument("--device", default="cpu", help="the daemon arms' STREAMAE_DEVICE")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--client", choices=["kafka-python", "confluent"],
                         default="kafka-python",
-                        help="confluent: compare the transports instead (client_arms.py)")
+                        help="confluent: compare the transports (TRANSPORT_ARMS) unless "
+                             "--arms names others ('confluent/daemon:json:off')")
     parser.add_argument("--arms", nargs="*", default=DEFAULT_ARMS)
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--latency-rate", type=float, nargs="*", default=[1800.0, 0.0],
@@ -427,8 +468,8 @@ def main() -> int:
     if args.child:
         return child(args)
     work = Path(tempfile.mkdtemp(prefix="streamae-bench-"))
-    if args.client == "confluent":
-        return transport_comparison(args, work)
+    if args.client == "confluent" and args.arms == DEFAULT_ARMS:
+        args.arms, args.no_latency = TRANSPORT_ARMS, True
     with bench_broker(work / "kafka", 19392) as bootstrap:
         args.bootstrap = bootstrap
         keys, bodies, floats = demo_payloads(args.messages)
@@ -442,8 +483,8 @@ def main() -> int:
         figures: dict[str, list[dict]] = {}
         for _ in range(args.rounds):
             for arm in args.arms:
-                fmt = arm.split(":")[1]
-                extra = DAEMON_ARMS[arm][1] if arm in DAEMON_ARMS else {}
+                _, name, fmt = split_arm(arm)
+                extra = DAEMON_ARMS[name][1] if name in DAEMON_ARMS else {}
                 result = result_of(run_child(arm, args, topics[fmt], work, extra))
                 figures.setdefault(arm, []).append(result)
                 print(f"  {arm:<24} {result['cpu_us']:7.1f} us/msg {result['rate']:9,.0f} "
@@ -469,30 +510,17 @@ def main() -> int:
     return 0
 
 
-def transport_comparison(args: argparse.Namespace, work: Path) -> int:
-    """``--client confluent``: the arms of client_arms.py on a model trained here."""
-    from client_arms import compare_clients
-
-    with bench_broker(work / "kafka", 19392) as bootstrap:
-        _, _, floats = demo_payloads(2000)
-        train_checkpoint(work / "checkpoints", floats)
-        compare_clients(bootstrap, args.messages, args.rounds, work / "checkpoints",
-                        args.device)
-    return 0
-
-
 def median(results: list[dict], name: str) -> float:
     return statistics.median(r[name] for r in results)
 
 
 def report(args: argparse.Namespace, figures: dict[str, list[dict]]) -> None:
-    print(f"\nmessages={args.messages} rounds={args.rounds} client={args.client} "
-          f"partitions={PARTITIONS} (medians; range over rounds)")
+    print(f"\nmessages={args.messages} rounds={args.rounds} partitions={PARTITIONS} "
+          "(medians; range over rounds; ratios to the bare kafka-python loop)")
     print("| arm | msgs/s | ratio to bare | CPU us/msg | CPU ratio to bare | RSS MB (peak) |")
     print("|---|---|---|---|---|---|")
     for arm, results in figures.items():
-        fmt = arm.split(":")[1]
-        bare = figures.get(f"bare:{fmt}")
+        bare = figures.get(f"bare:{split_arm(arm)[2]}")  # kafka-python's: the baseline
         rate, cpu = median(results, "rate"), median(results, "cpu_us")
         worker = median(results, "worker_cpu_us")
         ratio = f"{rate / median(bare, 'rate'):.2f}" if bare else "-"
@@ -500,7 +528,7 @@ def report(args: argparse.Namespace, figures: dict[str, list[dict]]) -> None:
         low, high = min(r["rate"] for r in results), max(r["rate"] for r in results)
         spread = f" ({low:,.0f}-{high:,.0f})" if len(results) > 1 else ""
         extra = f" + {worker:.0f} in the worker" if worker >= 0.5 else ""
-        print(f"| {args.client} {arm} | {rate:,.0f}{spread} | {ratio} | {cpu:.1f}{extra} | "
+        print(f"| {arm} | {rate:,.0f}{spread} | {ratio} | {cpu:.1f}{extra} | "
               f"{cpu_ratio} | {median(results, 'rss_mb'):.0f} "
               f"({median(results, 'peak_mb'):.0f}) |")
     off = figures.get("daemon:json:off")
@@ -508,6 +536,12 @@ def report(args: argparse.Namespace, figures: dict[str, list[dict]]) -> None:
         if off and (on := figures.get(arm)):
             print(f"scores topic on ({form} format) / off, CPU per message: "
                   f"{median(on, 'cpu_us') / median(off, 'cpu_us'):.2f} (goal <= 1.4)")
+    for fmt, goal in (("binary", 3.0), ("json", 2.0)):
+        python, confluent = (figures.get(f"{c}daemon:{fmt}:off") for c in ("", "confluent/"))
+        if python and confluent:
+            print(f"daemon confluent / kafka-python, {fmt}: msgs/s "
+                  f"{median(confluent, 'rate') / median(python, 'rate'):.2f} (goal >= {goal}), "
+                  f"CPU per message {median(confluent, 'cpu_us') / median(python, 'cpu_us'):.2f}")
 
 
 if __name__ == "__main__":
