@@ -336,14 +336,15 @@ def scoring_only(checkpoint: Path, floats: list[bytes]) -> list[tuple[int, float
 
 def arm_env(bootstrap: str, topic: str, work: Path, client: str, extra: dict,
             stages: bool = False) -> dict:
-    env = dict(os.environ)
+    env, arm_id = dict(os.environ), uuid.uuid4().hex[:6]
     env.update({
         "PYTHONPATH": f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
         "STREAMAE_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "STREAMAE_KAFKA__INPUT_TOPICS": topic,
         "STREAMAE_KAFKA__OUTPUT_TOPIC": f"{topic}-anomalies",
         "STREAMAE_KAFKA__DEAD_LETTER_TOPIC": f"{topic}-dead",
-        "STREAMAE_KAFKA__INCIDENTS_TOPIC": f"{topic}-incidents",
-        "STREAMAE_KAFKA__INCIDENT_STATE_TOPIC": f"{topic}-incident-state",
+        # each arm its own: a later arm would restore an earlier one's incident state
+        "STREAMAE_KAFKA__INCIDENTS_TOPIC": f"{topic}-incidents-{arm_id}",
+        "STREAMAE_KAFKA__INCIDENT_STATE_TOPIC": f"{topic}-incident-state-{arm_id}",
         "STREAMAE_KAFKA__MODEL_TOPIC": f"{topic}-model",
         "STREAMAE_KAFKA__GROUP_ID": uuid.uuid4().hex,
         "STREAMAE_CHECKPOINTS__DIRECTORY": str(work / f"ck-{uuid.uuid4().hex[:6]}"),

@@ -92,6 +92,28 @@ def test_records_with_other_headers_than_their_neighbours_decode_as_alone(seed):
     assert any(ts == 77 for _, _, _, ts, _ in rows)
 
 
+@pytest.mark.parametrize("odd", [None, "nan", "short", "ts header", "other header", "no value"])
+def test_a_float32_poll_decodes_at_once_and_one_odd_record_as_alone(odd):
+    poll = [(struct.pack("<3f", n, -n, 0.5), [F32], f"k{n % 3}".encode()) for n in range(40)]
+    odd_record = {"nan": (struct.pack("<3f", float("nan"), 1, 2), [F32], None),
+                  "short": (struct.pack("<2f", 1, 2), [F32], None),
+                  "ts header": (struct.pack("<3f", 1, 2, 3), [F32, ("ts", b"9")], None),
+                  "other header": (struct.pack("<3f", 1, 2, 3), [F32, ("x", b"y")], b"k"),
+                  "no value": (None, [F32], None)}.get(odd)
+    if odd_record is not None:
+        poll[17] = odd_record
+    expected_rows, expected_errors = one_by_one(VectorDecoder(NAMES, max_bytes=4096), poll)
+    decoder = VectorDecoder(NAMES, max_bytes=4096)
+    decoder.fix_dimension(3)
+    columns = decode_vectors(decoder, *zip(*poll, strict=True))
+    rows = [(i, columns.values[n].tolist(), columns.keys[n], columns.ts[n], columns.names[n])
+            for n, i in enumerate(columns.rows)]
+    assert rows == expected_rows
+    assert {i: getattr(e, "reason", type(e).__name__) for i, e in columns.errors} == \
+        expected_errors
+    assert columns.values.flags.writeable and columns.values.dtype == np.float32
+
+
 def test_the_first_named_message_fixes_the_order_for_the_rest_of_the_poll():
     decoder = VectorDecoder(max_bytes=4096)
     values = [j({"values": {"b": 2, "a": 1}}), j({"values": {"a": 3, "b": 4}}),
