@@ -59,15 +59,23 @@ def one_by_one(decoder: VectorDecoder, poll: list = MIXED) -> tuple[list, dict]:
     return rows, errors
 
 
-def test_a_poll_decodes_as_record_by_record_with_the_same_reasons():
-    expected_rows, expected_errors = one_by_one(VectorDecoder(NAMES, max_bytes=4096))
-    columns = decode_vectors(VectorDecoder(NAMES, max_bytes=4096), *zip(*MIXED, strict=True))
+def decoded_as_one_by_one(poll: list) -> tuple[list, object]:
+    """Decode ``poll`` at once, assert it equals record by record; its rows and columns."""
+    expected_rows, expected_errors = one_by_one(VectorDecoder(NAMES, max_bytes=4096), poll)
+    decoder = VectorDecoder(NAMES, max_bytes=4096)
+    decoder.fix_dimension(len(NAMES))
+    columns = decode_vectors(decoder, *zip(*poll, strict=True))
     rows = [(i, columns.values[n].tolist(), columns.keys[n], columns.ts[n], columns.names[n])
             for n, i in enumerate(columns.rows)]
     assert rows == expected_rows
     assert {i: getattr(e, "reason", type(e).__name__) for i, e in columns.errors} == \
         expected_errors
-    assert columns.values.dtype == np.float32 and len(expected_rows) >= 6
+    return rows, columns
+
+
+def test_a_poll_decodes_as_record_by_record_with_the_same_reasons():
+    rows, columns = decoded_as_one_by_one(MIXED)
+    assert columns.values.dtype == np.float32 and len(rows) >= 6
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -82,13 +90,7 @@ def test_records_with_other_headers_than_their_neighbours_decode_as_alone(seed):
         binary = "float32" in str(h).lower()
         value = struct.pack("<3f", n, 1, 2) if binary else j({"values": [n, 1, 2]})
         poll.append((value, list(h), None))
-    expected_rows, expected_errors = one_by_one(VectorDecoder(NAMES, max_bytes=4096), poll)
-    columns = decode_vectors(VectorDecoder(NAMES, max_bytes=4096), *zip(*poll, strict=True))
-    rows = [(i, columns.values[n].tolist(), columns.keys[n], columns.ts[n], columns.names[n])
-            for n, i in enumerate(columns.rows)]
-    assert rows == expected_rows
-    assert {i: getattr(e, "reason", type(e).__name__) for i, e in columns.errors} == \
-        expected_errors
+    rows, _ = decoded_as_one_by_one(poll)
     assert any(ts == 77 for _, _, _, ts, _ in rows)
 
 
@@ -102,15 +104,7 @@ def test_a_float32_poll_decodes_at_once_and_one_odd_record_as_alone(odd):
                   "no value": (None, [F32], None)}.get(odd)
     if odd_record is not None:
         poll[17] = odd_record
-    expected_rows, expected_errors = one_by_one(VectorDecoder(NAMES, max_bytes=4096), poll)
-    decoder = VectorDecoder(NAMES, max_bytes=4096)
-    decoder.fix_dimension(3)
-    columns = decode_vectors(decoder, *zip(*poll, strict=True))
-    rows = [(i, columns.values[n].tolist(), columns.keys[n], columns.ts[n], columns.names[n])
-            for n, i in enumerate(columns.rows)]
-    assert rows == expected_rows
-    assert {i: getattr(e, "reason", type(e).__name__) for i, e in columns.errors} == \
-        expected_errors
+    _, columns = decoded_as_one_by_one(poll)
     assert columns.values.flags.writeable and columns.values.dtype == np.float32
 
 
