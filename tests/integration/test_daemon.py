@@ -117,7 +117,7 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_all_scored(
 def test_batched_scores_cover_every_offset_once_with_its_key(
         daemon_env, produce, read_topic, monkeypatch):
     env = daemon_env(partitions=2, STREAMAE_KAFKA__SCORES_FORMAT="batch")
-    messages, _ = demo_messages(3000, seed=11)
+    messages, _ = demo_messages(6000, seed=11)
     produce(env["STREAMAE_KAFKA__INPUT_TOPICS"], messages)
     stats, _ = run_in_process(env, monkeypatch, max_messages=len(messages))
 
@@ -126,6 +126,7 @@ def test_batched_scores_cover_every_offset_once_with_its_key(
     inputs = {(r.partition, r.offset): r.key.decode() for r in consumed_records(env)}
     assert Counter((line["partition"], line["offset"]) for line in lines) == Counter(set(inputs))
     assert all(line["key"] == inputs[line["partition"], line["offset"]] for line in lines)
+    print(f"batched scores: records={len(records)} anomalies={stats.anomalies}")
     assert sum(line["anomaly"] for line in lines) == stats.anomalies > 0
     bodies = [json.loads(r.value) for r in records]
     assert [r.key.decode() for r in records] == [f"{b['topic']}/{b['partition']}" for b in bodies]
