@@ -60,37 +60,6 @@ def fit_gpd(excesses: np.ndarray) -> tuple[float, float]:
     return shape, max(2.0 * a0 * a1 / denom, MIN_SIGMA)
 
 
-def quantile_shape(excesses: np.ndarray) -> float:
-    """GPD shape from the ratio of the 90th to the 50th percentile of the excesses.
-
-    A moment fit is swayed by its few largest excesses, and the few largest errors of a
-    live stream's warm-up are often anomalies that nobody removed: a dozen of them read as
-    a heavy tail and cut every later score to a fraction. A ratio of mid quantiles ignores
-    the top tenth of the tail; a tail that is heavy throughout still shows. For a GPD the
-    ratio is (10^shape - 1) / (2^shape - 1), increasing in shape (ln 10 / ln 2 at 0).
-    """
-    y = np.asarray(excesses, dtype=np.float64)
-    y = y[y > 0]
-    if y.size < MIN_TAIL:
-        return math.inf  # too few to say: leave the moment fit alone
-    median, q90 = np.quantile(y, [0.5, 0.9])
-    ratio = q90 / median
-    low, high = -0.9, 0.9
-    for _ in range(40):  # bisection on a monotone function
-        mid = 0.5 * (low + high)
-        if _quantile_ratio(mid) < ratio:
-            low = mid
-        else:
-            high = mid
-    return 0.5 * (low + high)
-
-
-def _quantile_ratio(shape: float) -> float:
-    if abs(shape) < 1e-9:
-        return math.log(10.0) / math.log(2.0)
-    return (10.0**shape - 1.0) / (2.0**shape - 1.0)
-
-
 @dataclass(frozen=True)
 class TailCalibration:
     """Raw error -> ``-log10`` tail probability among normal errors."""
@@ -115,7 +84,6 @@ class TailCalibration:
         u = float(x[n - n_tail - 1])
         excess = x[n - n_tail :] - u
         shape, scale = fit_gpd(excess[excess > 0])
-        shape = min(shape, quantile_shape(excess))
         if shape < 2.0 * (1.0 + abs(shape)) / math.sqrt(n_tail):  # ~2 standard errors
             shape, scale = 0.0, max(float(excess.mean()), MIN_SIGMA)  # exponential tail
         # A floor on the tail's scale relative to the errors' own size: a held-out set
