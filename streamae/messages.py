@@ -516,14 +516,21 @@ def _round6(value: float) -> float | None:
     return float(f"{value:.6g}") if math.isfinite(value) else None
 
 
+def _score_context(threshold: float | None,
+                   model_version: str | int) -> tuple[float | None, str | int]:
+    """A batch's threshold and model version as every score line carries them."""
+    limit = None if threshold is None else _round6(float(threshold))
+    version = int(model_version) if isinstance(model_version, int | np.integer) \
+        else model_version
+    return limit, version
+
+
 def score_records(records: Sequence[Any], keys: Sequence[str | None], scores: np.ndarray,
                   flags: np.ndarray, threshold: float | None,
                   model_version: str | int) -> list[bytes]:
     """The scores topic's lines of a batch (as :func:`score_record` + :func:`encode_json`
     would write each, built in one pass: this runs for every message)."""
-    limit = None if threshold is None else _round6(float(threshold))
-    version = int(model_version) if isinstance(model_version, int | np.integer) \
-        else model_version
+    limit, version = _score_context(threshold, model_version)
     dumps = orjson.dumps
     return [dumps({"schema": SCORE_SCHEMA, "topic": record.topic,
                    "partition": record.partition, "offset": record.offset, "key": key,
@@ -539,9 +546,7 @@ def score_batches(records: Sequence[Any], keys: Sequence[str | None], scores: np
     """The scores topic's batch format: per input partition, in offset order, records of
     at most ``size`` readings as columns; (Kafka key ``topic/partition``, value) pairs.
     One record stands for many messages, so the topic costs about one send per turn."""
-    limit = None if threshold is None else _round6(float(threshold))
-    version = int(model_version) if isinstance(model_version, int | np.integer) \
-        else model_version
+    limit, version = _score_context(threshold, model_version)
     rounded = [_round6(score) for score in scores.tolist()]
     flagged = flags.astype(bool).tolist()
     rows: dict[tuple[str, int], list[int]] = {}
