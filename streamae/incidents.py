@@ -177,7 +177,7 @@ class IncidentTracker:
                 return []  # counted before a restart; redelivered since
             del self._fences[obs.key]
         self.now_ms = max(self.now_ms, obs.ts_ms)
-        history = self._remember(obs)
+        history = self._remember(obs.key, obs if obs.flagged else None)
         incident = self.open.get(obs.key)
         if incident is None:
             return self._maybe_open(obs, history)
@@ -200,14 +200,7 @@ class IncidentTracker:
         if key in self.open or key in self._fences:
             return False
         self.now_ms = max(self.now_ms, ts_ms)
-        history = self._history.get(key)
-        if history is None:
-            self._history[key] = history = deque(maxlen=self.open_readings)
-            while len(self._history) > self.max_keys:
-                self._history.popitem(last=False)
-        else:
-            self._history.move_to_end(key)
-        history.append(None)
+        self._remember(key, None)
         return True
 
     def sweep(self) -> list[dict]:
@@ -224,14 +217,16 @@ class IncidentTracker:
             counts[self.severity(incident)] += 1
         return counts
 
-    def _remember(self, obs: Observation) -> deque[Observation | None]:
-        history = self._history.pop(obs.key, None)
+    def _remember(self, key: str, flagged: Observation | None) -> deque[Observation | None]:
+        """Append to the key's recent history (None: not flagged), most recently seen last."""
+        history = self._history.get(key)
         if history is None:
-            history = deque(maxlen=self.open_readings)
-        history.append(obs if obs.flagged else None)
-        self._history[obs.key] = history  # most recently seen last
-        while len(self._history) > self.max_keys:
-            self._history.popitem(last=False)
+            self._history[key] = history = deque(maxlen=self.open_readings)
+            while len(self._history) > self.max_keys:
+                self._history.popitem(last=False)
+        else:
+            self._history.move_to_end(key)
+        history.append(flagged)
         return history
 
     def _maybe_open(self, obs: Observation, history: deque[Observation | None]) -> list[dict]:
