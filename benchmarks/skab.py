@@ -88,7 +88,8 @@ def config_env(name: str, fit_rows: int = skab.FIT_ROWS) -> dict[str, str]:
     default = WindowSettings()  # was a stale "32": 369 windows trained, not the 385 of 400 rows
     length = int(env.get("STREAMAE_WINDOW__LENGTH", default.length))
     stride = int(env.get("STREAMAE_WINDOW__STRIDE", default.stride))
-    env["STREAMAE_WARMUP_SIZE"] = str(skab.warmup_windows(length, stride, fit_rows))
+    profile = int(env.get("STREAMAE_WINDOW__PROFILE_READINGS", default.profile_readings))
+    env["STREAMAE_WARMUP_SIZE"] = str(skab.warmup_windows(length, stride, fit_rows, profile))
     return env
 
 

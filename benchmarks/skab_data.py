@@ -39,7 +39,8 @@ from streamae.backtest.engine import run
 from streamae.backtest.evaluation import Confusion
 from streamae.backtest.recording import Recording
 from streamae.replay import row_message
-from streamae.settings import Settings, load_settings
+from streamae.settings import Settings, WindowSettings, load_settings
+from streamae.windows import windows_in
 
 FIT_ROWS = 400
 SENSORS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
@@ -113,11 +114,13 @@ def anomaly_free_pieces(directory: Path, rows: int = 1_100) -> list[SkabFile]:
             for start in range(0, len(whole.labels) - rows + 1, rows)]
 
 
-def warmup_windows(length: int, stride: int = 1, fit_rows: int = FIT_ROWS) -> int:
+def warmup_windows(length: int, stride: int = 1, fit_rows: int = FIT_ROWS,
+                   profile_readings: int = WindowSettings().profile_readings) -> int:
     """Windows that end before row ``fit_rows``: what the cold start must train on."""
-    if fit_rows < length:
-        raise ValueError(f"window length {length} exceeds the {fit_rows} training rows")
-    return (fit_rows - length) // stride + 1
+    if fit_rows < max(length, profile_readings):
+        raise ValueError(f"window length {length} (or a profile of {profile_readings} "
+                         f"readings) exceeds the {fit_rows} training rows")
+    return windows_in(fit_rows, length, stride, profile_readings)
 
 
 # -- metrics (point-wise Confusion: streamae.backtest.evaluation) ----------------------

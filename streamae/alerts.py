@@ -16,6 +16,7 @@ import numpy as np
 from streamae.intake import Sample
 from streamae.messages import anomaly_event
 from streamae.scoring import heatmap, top_features, worst_patches
+from streamae.windows import Window
 
 log = logging.getLogger("streamae.pipeline")  # the daemon's anomaly lines, as before
 
@@ -81,6 +82,8 @@ def unseen_values(sample: Sample, values: np.ndarray, unseen: np.ndarray) -> lis
     """One entry per feature constant in training that has another value in this sample."""
     names = list(sample.names) if sample.names else None
     latest = values[-1] if values.ndim == 2 else values
+    if sample.window is not None:
+        latest = sample.window.values[-1]
     columns = np.flatnonzero(unseen.any(axis=0) if unseen.ndim == 2 else unseen)
     return [{"feature": names[c] if names is not None and c < len(names) else int(c),
              "actual": float(latest[c]), "note": "unseen value"} for c in columns]
@@ -96,12 +99,20 @@ def _explain(sample: Sample, values: np.ndarray, reconstructed: np.ndarray, z: n
     names = list(sample.names) if sample.names else None
     if values.ndim == 2:  # (L, D) window: per-feature z over time, latest values
         window = {"length": int(values.shape[0]), "end_ts": sample.ts_ms}
-        # Centred features are reported in the units of the reading, not of the model.
-        level = sample.window.values[-1] - values[-1] if sample.window is not None else 0.0
-        return {"features": top_features(values[-1] + level, reconstructed[-1] + level,
-                                         z.mean(axis=0), names, top_k),
+        actual, rebuilt = in_reading_units(sample.window, values[-1], reconstructed[-1])
+        return {"features": top_features(actual, rebuilt, z.mean(axis=0), names, top_k),
                 "window": window}
     return {"features": top_features(values, reconstructed, z, names, top_k)}
+
+
+def in_reading_units(window: Window | None, latest: np.ndarray,
+                     rebuilt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A window's latest row and its reconstruction in the reading's units, not the model's:
+    the key's profile is undone and centred features get back the level taken from them."""
+    if window is None:
+        return latest, rebuilt
+    level = window.values[-1] - window.to_reading_units(latest)
+    return window.values[-1], window.to_reading_units(rebuilt) + level
 
 
 def build_event(sample: Sample, *, score: float, threshold: float, method: str,

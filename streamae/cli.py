@@ -207,7 +207,8 @@ def cmd_encode(args: argparse.Namespace, settings: Settings) -> int:
     detector = checkpoint.detector
     columns = checkpoint.metadata.get("features") or args.columns
     data = load_inputs(args.input, detector.model.input_shape, columns=columns,
-                       exclude=tuple(args.exclude), stride=args.stride)
+                       exclude=tuple(args.exclude), stride=args.stride,
+                       profile_readings=settings.window.profile_readings)
     latents = Scorer(detector, settings.device).encode(data)
     if args.out is not None:
         write_array(args.out, latents, prefix="z")

@@ -24,7 +24,7 @@ from streamae.columnar import decode_vectors
 from streamae.images import ImageDecoder
 from streamae.messages import Reading, VectorDecoder
 from streamae.settings import InputSettings, WindowSettings
-from streamae.windows import Centring, Window, WindowBuilder
+from streamae.windows import Centring, Profile, Window, WindowBuilder
 
 
 @dataclass
@@ -124,9 +124,18 @@ class Decoding:
             self.decoder = VectorDecoder(features=input.features, dimension=input.dimension,
                                          max_bytes=max_bytes)
         self.windows = (WindowBuilder(window.length, window.stride, window.max_keys,
-                                      window.late_policy)
+                                      window.late_policy, window.profile_readings)
                         if input.kind == "window" else None)
         self.centring = Centring(window.centred_features)
+
+    def key_profiles(self) -> dict[str, Profile]:
+        """The window builder's key profiles (empty for other input kinds)."""
+        return self.windows.key_profiles() if self.windows is not None else {}
+
+    def adopt_profiles(self, profiles: dict[str, Profile] | None) -> None:
+        """Key profiles saved with a model (see ``WindowBuilder.adopt_profiles``)."""
+        if self.windows is not None and profiles:
+            self.windows.adopt_profiles(profiles)
 
     def fix_shape(self, input_shape: Sequence[int]) -> None:
         """Once a model exists, inputs of another width are bad input, not a crash."""
@@ -159,7 +168,7 @@ class Decoding:
             if not windows:
                 out.absorbed.append(record)
             for built in windows:
-                samples.append(Sample(record, Centring.apply(built.values, centred),
+                samples.append(Sample(record, Centring.apply(built.normalised(), centred),
                                       built.key, built.end_ts_ms, reading.names, built))
         out.batch = Batch.of(samples)
         return out

@@ -24,6 +24,7 @@ from streamae.kafka_io import build_producer
 from streamae.messages import encode_json
 from streamae.settings import KafkaSettings
 from streamae.tables import read_table, write_table
+from streamae.windows import key_profile
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,11 @@ FLUSH_TIMEOUT_S = 60.0
 
 
 def load_inputs(path: Path, input_shape: Sequence[int], *, columns: list[str] | None = None,
-                exclude: tuple[str, ...] = (), stride: int = 1) -> np.ndarray:
-    """Model-shaped float32 (N, *input_shape) from a ``.npy`` file or a CSV."""
+                exclude: tuple[str, ...] = (), stride: int = 1,
+                profile_readings: int = 0) -> np.ndarray:
+    """Model-shaped float32 (N, *input_shape) from a ``.npy`` file or a CSV. A CSV's rows
+    are one key: with ``profile_readings`` its windows are in the units its first rows fix,
+    as the daemon's are (``streamae.windows``)."""
     shape = tuple(int(s) for s in input_shape)
     if path.suffix.lower() == ".npy":
         array = np.load(path, allow_pickle=False).astype(np.float32)
@@ -41,6 +45,9 @@ def load_inputs(path: Path, input_shape: Sequence[int], *, columns: list[str] | 
             array = array[:, None]  # (N, H, W) grey images
     else:
         rows = read_table(path, columns=columns, exclude=exclude).values
+        if len(shape) == 2 and profile_readings:
+            loc, scale = key_profile(rows[:profile_readings], shape[0])
+            rows = (rows - loc) / scale
         array = windows_of(rows, shape[0], stride) if len(shape) == 2 else rows
     if array.shape[1:] != shape:
         raise StreamaeError(f"{path}: items shaped {array.shape[1:]}, the model takes {shape}")

@@ -23,8 +23,11 @@ from streamae.scoring import Scorer
 from streamae.settings import ModelSettings, ThresholdSettings
 from streamae.thresholds import Threshold, build_threshold, threshold_from_state
 from streamae.training import Detector, TrainConfig, fit
+from streamae.windows import Profile, profiles_from_json
 
 log = logging.getLogger(__name__)
+
+KEY_PROFILES = "key_profiles"  # checkpoint metadata: {key: [loc, scale]} (window input)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class LiveModel:
     scorer: Scorer
     threshold: Threshold
     version: int
+    # Window input: the key profiles saved with this version (``streamae.windows``); the
+    # daemon adopts them for keys it has not profiled itself. None: nothing to adopt.
+    key_profiles: dict[str, Profile] | None = None
 
     @property
     def kind(self) -> str:
@@ -121,6 +127,7 @@ def live_from_checkpoint(checkpoint: Checkpoint, device: str, max_batch: int) ->
         scorer=Scorer(checkpoint.detector, device=device, max_batch=max_batch),
         threshold=threshold,
         version=checkpoint.version,
+        key_profiles=profiles_from_json(checkpoint.metadata.get(KEY_PROFILES, {})),
     )
 
 

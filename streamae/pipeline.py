@@ -102,6 +102,7 @@ class Daemon:
         self._scored_ts: list[int] = []
         self._lag_at = 0.0
         self._window_counts: dict[str, int] = {}
+        self._profiled_version: int | None = None  # the live version profiles came from
         self._unassigned_since: float | None = None
         self.incidents = (IncidentFeed(settings.kafka, settings.incident,
                                        settings.threshold.top_k, self.metrics, self._send,
@@ -117,6 +118,7 @@ class Daemon:
         if live is not None:
             self.decoding.fix_shape(live.scorer.input_shape)
             self.metrics.set_model(live.kind, live.version)
+            self._adopt_profiles(live)
         topics = list(self.settings.kafka.input_topics)
         self.consumer.subscribe(topics, listener=_Rebalance(self))
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -144,11 +146,19 @@ class Daemon:
         self._finished.extend(intake.absorbed)
         ready = self.cold_start.admit(intake.batch, self.consumer, self.decoding)
         live = self.slot.live  # read once: a swap never splits a batch
+        if live is not None and live.version != self._profiled_version:
+            self._adopt_profiles(live)
         if len(ready) and live is not None:
             self._score(live, ready)
         self.anomaly_log.flush_if_due()
         self._deliver_and_commit(wait=False)
         self._observe_lag()
+
+    def _adopt_profiles(self, live: LiveModel) -> None:
+        """A version loaded from disk or the model topic brings the key profiles it was
+        trained with: after a restart, known keys keep their units and score at once."""
+        self._profiled_version = live.version
+        self.decoding.adopt_profiles(live.key_profiles)
 
     def shutdown(self) -> None:
         """Finish what is in flight, commit it, leave the group. Within a pod's grace

@@ -43,6 +43,7 @@ from streamae.drift import stable
 from streamae.exceptions import CheckpointError
 from streamae.gate import Gate
 from streamae.live import (
+    KEY_PROFILES,
     LiveModel,
     ModelSlot,
     calibrated_threshold,
@@ -67,6 +68,7 @@ from streamae.settings import CheckpointSettings, ModelSettings, RetrainSettings
 from streamae.thresholds import AlarmRate, Threshold
 from streamae.trainer_process import ProcessTrainer
 from streamae.training import Detector, TrainConfig, recalibrate
+from streamae.windows import Profile, profiles_to_json
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,10 @@ class Retrainer:
         self.outcomes: list[str] = []  # every finished job's outcome, oldest first
         self.verdicts: list[Verdict] = []  # every judged challenger, oldest first
         self.on_reanchor: list[Callable[[], None]] = []  # e.g. the drift monitor's reset
+        # Window input: the daemon's key profiles, saved with every version this process
+        # builds (``streamae.windows``). Read on the loop thread when a job starts.
+        self.key_profiles: Callable[[], dict[str, Profile]] = dict
+        self._profiles_json: dict = {}
         self._process: ProcessTrainer | None = None
         if train is None and settings.enabled and _executor(settings, device) == "process":
             self._process = ProcessTrainer(model, device, settings.train_threads,
@@ -203,8 +209,17 @@ class Retrainer:
             return
         self._published.add(live.version)
         state = live.threshold.state()  # read on the loop thread, which owns it
+        self._snapshot_profiles()
         self._executor.submit(self._publish_blob, live.detector, state,
-                              {"origin": "announced"}, live.version)
+                              self._with_profiles({"origin": "announced"}), live.version)
+
+    def _snapshot_profiles(self) -> None:
+        """On the loop thread, which owns the profiles: what the next versions carry."""
+        self._profiles_json = profiles_to_json(self.key_profiles())
+
+    def _with_profiles(self, metadata: dict) -> dict:
+        return {**metadata, KEY_PROFILES: self._profiles_json} if self._profiles_json \
+            else metadata
 
     def _due(self) -> bool:
         """Every ``every_windows`` scored windows (so a starved buffer, all of it flagged,
@@ -219,6 +234,7 @@ class Retrainer:
 
     def _start(self, live: LiveModel) -> None:
         self.gate.flush()
+        self._snapshot_profiles()
         self._mark, self._last = self.gate.seen, self.clock()
         data, confirmed = self.buffer.snapshot(), self.buffer.flagged_snapshot()
         recent = self.recent.snapshot()
@@ -245,6 +261,7 @@ class Retrainer:
             return
         reason, self._regime = self._regime, None
         self._mark, self._last = self.gate.seen, self.clock()
+        self._snapshot_profiles()
         log.info("event=retrain_started kind=regime reason=%s windows=%d champion=%d", reason,
                  len(data), live.version)
         self._job = self._executor.submit(self._job_guarded, self._retrain_regime, live, data,
@@ -443,6 +460,7 @@ class Retrainer:
         anchor, which pruning keeps."""
         detector, state = scorer.detector, threshold.state()
         anchor = None if regime or self._anchor is None else self._anchor.live.version
+        metadata = self._with_profiles(metadata)
         if anchor is not None:
             metadata = {**metadata, "anchor": anchor}
         version = save_checkpoint(self.checkpoints.directory, detector, threshold_state=state,

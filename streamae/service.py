@@ -170,6 +170,7 @@ def attach_model_roles(settings: Settings, daemon: Daemon, stack: contextlib.Exi
                           settings.device, daemon.slot, daemon.metrics, publisher,
                           max_batch=settings.batch.max_size)
     stack.callback(retrainer.close)  # runs before publisher.close: stack order is LIFO
+    retrainer.key_profiles = daemon.decoding.key_profiles
     daemon.scored_hooks.append(retrainer.observe)
     monitor.listeners.append(retrainer.on_drift)
     retrainer.on_reanchor.append(monitor.reset)

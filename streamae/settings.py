@@ -151,6 +151,9 @@ class WindowSettings(Section):
     stride: int = Field(1, ge=1)
     max_keys: int = Field(10_000, ge=1)  # least recently seen key is evicted past this
     late_policy: Literal["drop", "accept"] = "drop"
+    # Each key's first readings fix its units (median, robust spread) and its windows are
+    # scored in them, so keys measured in different units share one model; 0 turns it off.
+    profile_readings: int = Field(64, ge=0)
     # Features judged by their shape in the window, not their level (each window's mean is
     # subtracted): slowly drifting channels such as temperatures. Named features only.
     centred_features: CommaList = []

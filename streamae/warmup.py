@@ -18,10 +18,17 @@ import numpy as np
 from streamae.checkpoints import save_checkpoint
 from streamae.exceptions import InfrastructureError, ModelError
 from streamae.intake import Batch, Decoding
-from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector
+from streamae.live import (
+    KEY_PROFILES,
+    LiveModel,
+    ModelSlot,
+    calibrated_threshold,
+    train_detector,
+)
 from streamae.metrics import Metrics
 from streamae.scoring import Scorer
 from streamae.settings import Settings
+from streamae.windows import profiles_to_json
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +132,8 @@ class ColdStart:
             consumer.resume(*consumer.paused())
         threshold = calibrated_threshold(self.settings.threshold, detector)
         metadata = {"origin": "cold_start", "samples": self._trained_on,
-                    "input_kind": self.settings.input.kind}
+                    "input_kind": self.settings.input.kind,
+                    KEY_PROFILES: profiles_to_json(decoding.key_profiles())}
         version = save_checkpoint(self.settings.checkpoints.directory, detector,
                                   threshold_state=threshold.state(), metadata=metadata,
                                   keep=self.settings.checkpoints.keep)

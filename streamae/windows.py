@@ -18,6 +18,17 @@ clocks jitter but whose arrival order is meaningful. There is no reordering buff
 streaming scorer would have to wait for stragglers, and we prefer low latency.
 A window's ``end_ts_ms`` is the newest timestamp seen for the key (None if none had one).
 
+Keys in their own units. One model scores every key, but keys are often different sensors:
+a flow in m3/h beside a pressure in Pa. With ``profile_readings`` > 0 each key's first
+readings fix its profile (per feature: the median and the typical spread within a window,
+:func:`key_profile`), and every window of that key reaches the model as
+``(values - loc) / scale`` (:meth:`Window.normalised`); ``values`` stay in the reading's
+units for explanations. A key's windows start once its profile is known. A profile never
+changes once fixed: the builder remembers the profiles of up to ``max_keys`` keys (past
+an eviction of the key's readings), :meth:`WindowBuilder.key_profiles` snapshots them to
+be saved with each model, and :meth:`WindowBuilder.adopt_profiles` restores them after a
+restart, so a key's units, and what its scores mean, survive both.
+
 Level-free features. :class:`Centring` subtracts each window's own mean from the features
 an operator names (``STREAMAE_WINDOW__CENTRED_FEATURES``): a channel that drifts slowly
 with its surroundings (a temperature following the room through a shift) leaves the range
@@ -44,11 +55,79 @@ LatePolicy = Literal["drop", "accept"]
 
 @dataclass(frozen=True)
 class Window:
-    """``length`` consecutive readings of one key, oldest first: values (length, D) float32."""
+    """``length`` consecutive readings of one key, oldest first: values (length, D) float32
+    in the reading's units; ``loc``/``scale`` (D,) are the key's profile when there is one."""
 
     key: str
     end_ts_ms: int | None
     values: np.ndarray
+    loc: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    def normalised(self) -> np.ndarray:
+        """The values in the key's own units (unchanged without a profile)."""
+        if self.loc is None or self.scale is None:
+            return self.values
+        return ((self.values - self.loc) / self.scale).astype(np.float32, copy=False)
+
+    def to_reading_units(self, values: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalised`, for anything shaped like a row or the window."""
+        if self.loc is None or self.scale is None:
+            return values
+        return (values * self.scale + self.loc).astype(np.float32, copy=False)
+
+
+Profile = tuple[np.ndarray, np.ndarray]  # a key's (loc, scale), each (D,) float32
+
+
+def profiles_to_json(profiles: dict[str, Profile]) -> dict[str, list[list[float]]]:
+    """``{key: [loc, scale]}`` in JSON (float32 survives the round trip exactly)."""
+    return {key: [loc.tolist(), scale.tolist()] for key, (loc, scale) in profiles.items()}
+
+
+def profiles_from_json(data: object) -> dict[str, Profile]:
+    """Inverse of :func:`profiles_to_json`; entries that are not two equal-length lists of
+    positive-scale finite numbers are skipped, so a bad entry never stops a start."""
+    out: dict[str, Profile] = {}
+    for key, pair in (data.items() if isinstance(data, dict) else ()):
+        try:
+            loc, scale = (np.asarray(v, dtype=np.float32) for v in pair)
+        except (TypeError, ValueError):
+            continue
+        if (loc.ndim == 1 and loc.shape == scale.shape and np.isfinite(loc).all()
+                and np.isfinite(scale).all() and (scale > 0).all()):
+            out[str(key)] = (loc, scale)
+    return out
+
+
+MAD_TO_SIGMA = 1.4826  # MAD * this estimates sigma for gaussian data
+MEAN_ABS_TO_SIGMA = 1.2533  # mean absolute deviation * this estimates sigma
+PROFILE_MAGNITUDE_FLOOR = 1e-6  # a spread is at least this share of the key's level
+
+
+def key_profile(rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of (R, D): the median and a spread that cannot collapse.
+
+    The spread is the median, over the sliding windows of ``length`` in ``rows``, of each
+    window's standard deviation: what the model sees of a key, estimated alike whatever
+    part of a slow cycle the rows cover (the spread of the values themselves varies 2-4x
+    with the phase a key starts at), and a spike moves only the median's neighbours. When
+    that is 0 (a feature that steps between flat stretches): MAD x 1.4826, else the mean
+    absolute deviation x 1.2533, else (flat) the level's magnitude, else 1, so a key that was
+    flat at first keeps raw units rather than turning its first change into a million
+    sigmas."""
+    x = np.asarray(rows, dtype=np.float64)
+    loc = np.median(x, axis=0)
+    span = max(1, min(length, len(x)))
+    scale = np.median(np.lib.stride_tricks.sliding_window_view(x, span, axis=0).std(axis=-1),
+                      axis=0)
+    deviation = np.abs(x - loc)
+    for fallback in (MAD_TO_SIGMA * np.median(deviation, axis=0),
+                     MEAN_ABS_TO_SIGMA * deviation.mean(axis=0), np.abs(loc)):
+        scale = np.where(scale > 0, scale, fallback)
+    scale = np.where(scale > 0, scale, 1.0)
+    scale = np.maximum(scale, PROFILE_MAGNITUDE_FLOOR * np.abs(loc))
+    return loc.astype(np.float32), scale.astype(np.float32)
 
 
 @dataclass
@@ -59,6 +138,16 @@ class _KeyState:
     rows: deque[np.ndarray]
     newest_ts: int | None = None
     pushed: int = 0  # readings appended since the key was (re)created
+    first: int = 1  # the reading that completes the key's first window
+    early: list[np.ndarray] | None = None  # the first readings, until they fix the profile
+    loc: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+
+def windows_in(readings: int, length: int, stride: int = 1, profile_readings: int = 0) -> int:
+    """How many windows one key's first ``readings`` readings complete."""
+    first = max(length, profile_readings)
+    return 0 if readings < first else (readings - first) // stride + 1
 
 
 class WindowBuilder:
@@ -70,19 +159,23 @@ class WindowBuilder:
         stride: int = 1,
         max_keys: int = 10_000,
         late_policy: LatePolicy = "drop",
+        profile_readings: int = 0,
     ) -> None:
-        if length < 1 or stride < 1 or max_keys < 1:
-            raise ValueError(f"length/stride/max_keys must be >= 1: {length}/{stride}/{max_keys}")
+        if length < 1 or stride < 1 or max_keys < 1 or profile_readings < 0:
+            raise ValueError(f"length/stride/max_keys must be >= 1 and profile_readings >= 0: "
+                             f"{length}/{stride}/{max_keys}/{profile_readings}")
         if late_policy not in ("drop", "accept"):
             raise ValueError(f"late_policy must be 'drop' or 'accept', got {late_policy!r}")
         self.length = length
         self.stride = stride
         self.max_keys = max_keys
         self.late_policy: LatePolicy = late_policy
+        self.profile_readings = profile_readings
         self.evicted = 0
         self.late_dropped = 0
         self.late_accepted = 0
         self._keys: OrderedDict[str, _KeyState] = OrderedDict()
+        self._profiles: OrderedDict[str, Profile] = OrderedDict()  # outlive key states
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -111,9 +204,37 @@ class WindowBuilder:
             state.newest_ts = ts_ms
         state.rows.append(row)
         state.pushed += 1
-        if state.pushed < self.length or (state.pushed - self.length) % self.stride:
+        if state.early is not None:
+            self._learn_profile(key, state, row)
+        if state.pushed < state.first or (state.pushed - state.first) % self.stride:
             return []
-        return [Window(key, state.newest_ts, np.stack(state.rows))]
+        return [Window(key, state.newest_ts, np.stack(state.rows), state.loc, state.scale)]
+
+    def _learn_profile(self, key: str, state: _KeyState, row: np.ndarray) -> None:
+        """Hold the key's first readings; the last of them fixes its profile."""
+        assert state.early is not None
+        state.early.append(row)
+        if len(state.early) >= self.profile_readings:
+            state.loc, state.scale = key_profile(np.stack(state.early), self.length)
+            state.early = None
+            self._remember(key, (state.loc, state.scale))
+
+    def _remember(self, key: str, profile: Profile) -> None:
+        self._profiles[key] = profile
+        self._profiles.move_to_end(key)
+        if len(self._profiles) > self.max_keys:
+            self._profiles.popitem(last=False)
+
+    def key_profiles(self) -> dict[str, Profile]:
+        """Every remembered profile (a snapshot: safe to hand to another thread)."""
+        return dict(self._profiles)
+
+    def adopt_profiles(self, profiles: dict[str, Profile]) -> None:
+        """Profiles saved with a model: each key without one of its own takes it; a key's
+        own profile is never replaced, so its units never change under it."""
+        for key, profile in profiles.items():
+            if key not in self._profiles:
+                self._remember(key, profile)
 
     def drop(self, key: str) -> None:
         """Forget one key (e.g. when its partition is revoked)."""
@@ -129,7 +250,14 @@ class WindowBuilder:
             self._keys.popitem(last=False)
             self.evicted += 1
             logger.debug("window key evicted keys=%d evicted_total=%d", self.max_keys, self.evicted)
-        state = _KeyState(width=width, rows=deque(maxlen=self.length))
+        state = _KeyState(width=width, rows=deque(maxlen=self.length), first=self.length)
+        if self.profile_readings:
+            known = self._profiles.get(key)
+            if known is not None and known[0].shape == (width,):
+                state.loc, state.scale = known
+                self._profiles.move_to_end(key)
+            else:
+                state.early, state.first = [], max(self.length, self.profile_readings)
         self._keys[key] = state
         return state
 

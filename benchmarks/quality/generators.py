@@ -28,6 +28,7 @@ class Scenario:
     labels: np.ndarray  # (N,) bool, True on anomalous rows
     train_rows: int  # rows [0, train_rows) are normal and train the model
     names: tuple[str, ...]
+    keys: tuple[str, ...] | None = None  # per row when several keys interleave; None: one
 
     @property
     def ts_ms(self) -> np.ndarray:
@@ -164,6 +165,26 @@ def slow_drift(seed: int) -> Scenario:
     return _finish("slow benign drift", rng, x, labels)
 
 
+def keys_in_units(seed: int) -> Scenario:
+    """Four sensors of one kind (a noisy cycle, each its own phase), each reporting in its
+    own unit and offset (10^-3 to 10^4): one model for all of them; events are spikes of 8
+    noise units in one sensor, three per sensor. Rows interleave the keys."""
+    rng = np.random.default_rng(seed)
+    keys, per_key = 4, (TRAIN + TEST) // 4
+    train, t = TRAIN // 4, np.arange(per_key)
+    series, labels = np.zeros((keys, per_key)), np.zeros((keys, per_key), bool)
+    for k in range(keys):
+        x = np.sin(t * 2 * np.pi / 40 + rng.uniform(0, 2 * np.pi)) + 0.1 * rng.normal(size=per_key)
+        slots = np.linspace(train + 100, per_key - 100, EVENTS // keys + 1).astype(int)[:-1]
+        for start in slots + rng.integers(0, 200, len(slots)):
+            x[start] += rng.choice([-1.0, 1.0]) * 0.8
+            labels[k, start] = True
+        series[k] = x * 10.0 ** rng.uniform(-3, 4) + rng.uniform(-1e3, 1e3)
+    names = tuple(f"sensor-{k}" for k in range(keys)) * per_key
+    return Scenario("keys in different units", series.T.reshape(-1, 1).astype(np.float32),
+                    labels.T.reshape(-1), TRAIN, ("value",), names)
+
+
 SCENARIOS: dict[str, Callable[[int], Scenario]] = {
     "noiseless_spikes": lambda seed: spikes(seed, 0.0, "noiseless + spikes"),
     "low_noise_spikes": lambda seed: spikes(seed, 0.01, "low noise + spikes"),
@@ -173,4 +194,5 @@ SCENARIOS: dict[str, Callable[[int], Scenario]] = {
     "constant_switch": constant_switch,
     "value_commands": value_commands,
     "slow_drift": slow_drift,
+    "keys_in_units": keys_in_units,
 }

@@ -33,8 +33,10 @@ sys.path.insert(0, str(HERE.parent))  # skab_data
 import skab_data as skab  # noqa: E402
 from generators import SCENARIOS, Scenario  # noqa: E402
 
-from streamae.backtest.evaluation import Quality, quality  # noqa: E402
-from streamae.replay import replay_rows  # noqa: E402
+from streamae.backtest.evaluation import Quality, pooled, quality  # noqa: E402
+from streamae.replay import per_row, replay, replay_rows, row_records  # noqa: E402
+from streamae.settings import Settings  # noqa: E402
+from streamae.windows import windows_in  # noqa: E402
 
 DEFAULTS = {"STREAMAE_INPUT__KIND": "window", "STREAMAE_DEVICE": "cpu",
             "STREAMAE_RETRAIN__ENABLED": "false", "STREAMAE_METRICS_PORT": "0"}
@@ -42,11 +44,28 @@ DEFAULTS = {"STREAMAE_INPUT__KIND": "window", "STREAMAE_DEVICE": "cpu",
 
 def run_scenario(scenario: Scenario, env: dict[str, str]) -> Quality:
     settings = skab.settings_from_env({**DEFAULTS, **env})
-    length = settings.window.length
-    settings = settings.model_copy(update={"warmup_size": scenario.train_rows - length + 1})
-    verdicts = replay_rows(scenario.name, scenario.ts_ms, scenario.values, settings,
-                           scenario.names)
-    return quality(scenario.labels, verdicts.flags, scenario.train_rows, length)
+    length, window = settings.window.length, settings.window
+    warm = windows_in(scenario.train_rows, length, window.stride, window.profile_readings)
+    settings = settings.model_copy(update={"warmup_size": warm})
+    if scenario.keys is None:
+        verdicts = replay_rows(scenario.name, scenario.ts_ms, scenario.values, settings,
+                               scenario.names)
+        return quality(scenario.labels, verdicts.flags, scenario.train_rows, length)
+    return keyed_quality(scenario, settings)
+
+
+def keyed_quality(scenario: Scenario, settings: Settings) -> Quality:
+    """Interleaved keys: one replay, then each key's rows judged as its own series."""
+    keys = np.array(scenario.keys)
+    records = row_records(list(scenario.keys), [int(t) for t in scenario.ts_ms],
+                          scenario.values, scenario.names)
+    result = replay(records, settings, warmup_rows=scenario.train_rows)
+    _, flags = per_row(len(keys), result.rows, result.scores, result.flags)
+    series = [(scenario.labels[rows], flags[rows])
+              for rows in (np.flatnonzero((keys == key) & (np.arange(len(keys)) >=
+                                                           scenario.train_rows))
+                           for key in dict.fromkeys(scenario.keys))]
+    return pooled(series, settings.window.length)
 
 
 def run_skab(env: dict[str, str]) -> str:
@@ -54,7 +73,9 @@ def run_skab(env: dict[str, str]) -> str:
     if directory is None:
         return "SKAB: not found (set STREAMAE_SKAB_DIR)"
     settings = skab.settings_from_env({**DEFAULTS, **env})
-    warm = skab.warmup_windows(settings.window.length, settings.window.stride)
+    window = settings.window
+    warm = skab.warmup_windows(window.length, window.stride,
+                               profile_readings=window.profile_readings)
     settings = settings.model_copy(update={"warmup_size": warm})
     results = [skab.replay(skab.load(directory, name), settings)
                for name in skab.labelled_files(directory)]

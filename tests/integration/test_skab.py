@@ -60,7 +60,9 @@ def test_metrics_follow_skab_definitions():
     scores, flags = replay.per_row(6, [2, 4], [1.0, 2.0], [False, True])
     assert np.isnan(scores[:2]).all() and scores[2:].tolist() == [1.0, 1.0, 2.0, 2.0]
     assert flags.tolist() == [False, False, False, False, True, True]
-    assert skab.warmup_windows(16) == 385 and skab.warmup_windows(16, 4) == 97
+    assert skab.warmup_windows(16, profile_readings=0) == 385
+    assert skab.warmup_windows(16, 4, profile_readings=0) == 97
+    assert skab.warmup_windows(16, profile_readings=64) == 337  # the first 63 rows fix units
 
 
 def test_the_anomaly_free_recording_is_cut_into_experiments_of_the_labelled_length(

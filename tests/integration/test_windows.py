@@ -1,11 +1,13 @@
 """Windows end to end against the real broker: scalar readings per key, dense and conv1d.
 
-Four pumps send one scalar reading a second (a noisy sine, each with its own phase). The
-daemon builds sliding windows per key, cold-starts on the first ones and must flag the
-windows that hold a short spike injected into one pump. After the stream, two late
-readings (dropped by the default policy) and readings from six new keys (each evicting
-one, ``max_keys`` = 4) check that every message is accounted for in the metrics and
-that absorbed readings are committed like any other.
+Four pumps send one scalar reading a second (a noisy sine, each with its own phase, each in
+its own unit: from 1e-3 to 1e4 with an offset). The daemon builds sliding windows per key,
+in the key's own units once its first readings fix them, cold-starts on the first ones and
+must flag the windows that hold a short spike injected into the pump with the smallest
+unit (in a shared unit its spike would be a millionth of another pump's swing). After the
+stream, two late readings (dropped by the default policy) and readings from six new keys
+(each evicting one, ``max_keys`` = 4) check that every message is accounted for in the
+metrics and that absorbed readings are committed like any other.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from kafka import KafkaConsumer, TopicPartition
 from sklearn.metrics import roc_auc_score
 
 from streamae.kafka_io import build_consumer, build_producer
+from streamae.live import ModelSlot, load_live
 from streamae.metrics import Metrics
 from streamae.pipeline import Daemon
+from streamae.settings import WindowSettings
+from streamae.windows import windows_in
 from tests.integration.conftest import settings_from
 
 pytestmark = pytest.mark.integration
@@ -27,8 +32,9 @@ pytestmark = pytest.mark.integration
 KEYS = 4
 READINGS = 400  # per key
 LENGTH = 16  # STREAMAE_WINDOW__LENGTH
-WARMUP = 1000  # windows, about 265 readings per key
+WARMUP = 800  # windows: 200 per key, readings 64-263 (the first 63 fix each key's units)
 SPIKE_KEY, SPIKE_AT, SPIKE_LEN = 2, 330, 3  # readings [330, 333) of pump-2 jump by 2.5
+UNITS = [(1.0, 0.0), (40.0, 300.0), (1e-3, 5.0), (1e4, -2e4)]  # per pump: scale, offset
 TEST_FROM = 280  # readings before this may be in the cold start's (warm-up + a batch)
 LATE, EXTRA_KEYS = 2, 6
 T0 = 1_718_000_000_000
@@ -47,6 +53,7 @@ def pump_stream(seed: int = 0) -> list[tuple]:
             value = np.sin(2 * np.pi * i / 25 + k) + 0.05 * rng.standard_normal()
             if k == SPIKE_KEY and SPIKE_AT <= i < SPIKE_AT + SPIKE_LEN:
                 value += 2.5
+            value = value * UNITS[k][0] + UNITS[k][1]
             messages.append((f"pump-{k}", {"key": f"pump-{k}", "ts": ts(i), "value": value}))
     for k in range(LATE):  # older than the newest reading of their key
         messages.append((f"pump-{k}", {"key": f"pump-{k}", "ts": ts(100), "value": 0.0}))
@@ -89,7 +96,8 @@ def test_spike_in_one_pump_is_flagged(kind, daemon_env, produce, read_topic, mon
     daemon = Daemon(settings, build_consumer(settings.kafka, settings.batch.max_size),
                     build_producer(settings.kafka), metrics=metrics)
     stats = daemon.run(max_messages=len(messages), timeout_s=300)
-    windows = KEYS * (READINGS - LENGTH + 1)
+    profile = WindowSettings().profile_readings
+    windows = KEYS * windows_in(READINGS, LENGTH, profile_readings=profile)
     assert stats.scored == windows and stats.dead_letters == 0
 
     # The record that completes a window reports it: offset -> (pump, last reading).
@@ -116,9 +124,42 @@ def test_spike_in_one_pump_is_flagged(kind, daemon_env, produce, read_topic, mon
     assert event["model_kind"] == kind
     assert event["window"] == {"length": LENGTH, "end_ts": event["event_ts_ms"]}
     assert event["features"][0]["feature"] == 0 and len(event["features"]) == 1
+    sent = {m[1]["ts"]: m[1]["value"] for m in messages if m[0] == f"pump-{SPIKE_KEY}"}
+    feature = event["features"][0]  # in the pump's unit, not the model's
+    assert feature["actual"] == pytest.approx(sent[event["event_ts_ms"]], rel=1e-6)
+    assert abs(feature["reconstructed"] - UNITS[SPIKE_KEY][1]) < 3 * UNITS[SPIKE_KEY][0]
 
     registry = metrics.registry
     assert registry.get_sample_value("streamae_windows_evicted_keys_total") == EXTRA_KEYS
     assert registry.get_sample_value("streamae_late_readings_total",
                                      {"policy": "drop"}) == LATE
     assert committed(env) == len(messages), "absorbed and late readings must be committed"
+    restart_keeps_each_pumps_units(env, settings, len(messages))
+
+
+AFTER_RESTART = 30  # readings per pump: fewer than a profile needs, more than a window
+
+
+def restart_keeps_each_pumps_units(env: dict[str, str], settings, consumed: int) -> None:
+    """A restart loads the cold start's checkpoint, and with it each pump's profile: the
+    pumps score from their 16th reading on (not their 64th) in the units they had."""
+    rng = np.random.default_rng(1)
+    later = [(f"pump-{k}", {"key": f"pump-{k}", "ts": ts(READINGS + 10 + i),
+                            "value": (np.sin(2 * np.pi * (READINGS + 10 + i) / 25 + k)
+                                      + 0.05 * rng.standard_normal()) * UNITS[k][0]
+                            + UNITS[k][1]})
+             for i in range(AFTER_RESTART) for k in range(KEYS)]
+    producer = build_producer(settings.kafka)
+    for key, body in later:
+        producer.send(env["STREAMAE_KAFKA__INPUT_TOPICS"], key=key.encode(),
+                      value=json.dumps(body).encode())
+    producer.flush()
+    producer.close()
+    slot = ModelSlot()
+    slot.swap(load_live(settings.checkpoints.directory, "cpu", settings.batch.max_size))
+    assert slot.live.key_profiles.keys() >= {f"pump-{k}" for k in range(KEYS)}
+    daemon = Daemon(settings, build_consumer(settings.kafka, settings.batch.max_size),
+                    build_producer(settings.kafka), metrics=Metrics(), slot=slot)
+    stats = daemon.run(max_messages=len(later), timeout_s=120)
+    assert stats.scored == KEYS * (AFTER_RESTART - LENGTH + 1)
+    assert stats.anomalies == 0, "a pump in other units than its model's would alarm"

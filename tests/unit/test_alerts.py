@@ -145,3 +145,19 @@ def test_a_column_constant_in_training_is_named_as_an_unseen_value():
     quiet = explain(sample(reading), reading, reading, np.zeros(3), 1, True,
                     unseen=np.zeros(3, bool))
     assert "unseen" not in quiet
+
+
+def test_a_profiled_window_is_reported_in_the_units_of_the_reading():
+    raw = np.array([[1000.0, 50.0], [1010.0, 52.0], [1030.0, 54.0]], np.float32)
+    window = Window("k", 0, raw, loc=np.array([1000.0, 50.0], np.float32),
+                    scale=np.array([10.0, 2.0], np.float32))
+    model_units = Centring.apply(window.normalised(), np.array([1]))  # temp: -1, 0, 1
+    recon = model_units.copy()
+    recon[-1, 0] = 2.0  # the model expected a flow of 1020, not 1030
+    z = np.zeros_like(raw)
+    z[:, 0] = 6.0
+    parts = explain(sample(model_units, ("flow", "temp"), window), model_units, recon, z,
+                    2, False)
+    flow, temp = parts["features"]
+    assert (flow["feature"], flow["actual"], flow["reconstructed"]) == ("flow", 1030.0, 1020.0)
+    assert (temp["feature"], temp["actual"], temp["reconstructed"]) == ("temp", 54.0, 54.0)

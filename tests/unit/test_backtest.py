@@ -172,6 +172,7 @@ def test_without_matplotlib_the_report_says_how_to_get_the_pngs(env, tmp_path, m
 
 
 def test_a_checkpoint_scores_the_whole_recording(env, tmp_path):
+    env(STREAMAE_WINDOW__PROFILE_READINGS="0")  # the model below is trained on raw windows
     pumps_csv(tmp_path / "p.csv")
     # A window model as the cold start saves it (`streamae train` makes vector models).
     from streamae.checkpoints import save_checkpoint

@@ -240,3 +240,19 @@ def test_retrain_accept_recent_posts_to_the_daemon(monkeypatch, capsys):
         monkeypatch.setenv("STREAMAE_METRICS_PORT", str(srv.port))
         assert main(["retrain", "--accept-recent"]) == 0
     assert asked == [True] and "retraining on recent data" in capsys.readouterr().out
+
+
+def test_encode_reads_a_window_models_rows_in_their_own_units(streamae, table, tmp_path):
+    """As the daemon does for a key, a CSV's first rows fix its units: the same recording
+    in another unit (x1000, offset) encodes to the same latents."""
+    rows = np.loadtxt(table, delimiter=",", skiprows=1, usecols=range(1, 7), dtype=np.float32)
+    save_fitted(tmp_path / "ck", windows_of(rows, 8), "conv1d")
+    other = tmp_path / "other.csv"
+    with open(other, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", *FEATURES])
+        writer.writerows([f"t{i}", *map(float, 1000 * row + 5)] for i, row in enumerate(rows))
+    for source, out in ((table, "a.npy"), (other, "b.npy")):
+        assert streamae("encode", "--input", source, "--out", tmp_path / out) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"),
+                               atol=1e-3)

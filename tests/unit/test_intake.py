@@ -36,8 +36,10 @@ def records(*values: object, key: bytes | None = None, headers=()) -> list[Recor
 
 
 def decoding(kind: str = "vector", **window: object) -> Decoding:
+    """Windows in the reading's units unless a test asks for key profiles."""
     input_ = InputSettings(kind=kind, image_height=8, image_width=8)
-    return Decoding(input_, WindowSettings(**{"length": 3, **window}), max_bytes=4096)
+    settings = WindowSettings(**{"length": 3, "profile_readings": 0, **window})
+    return Decoding(input_, settings, max_bytes=4096)
 
 
 def reasons(intake) -> list[str]:
@@ -87,6 +89,19 @@ def test_windows_absorb_until_full_then_emit_every_reading():
     assert last.values.shape == (3, 1) and last.window is not None
     np.testing.assert_array_equal(last.values[:, 0], [2.0, 3.0, 4.0])
     assert (last.key, last.ts_ms) == ("k", 4)
+
+
+def test_profiled_windows_reach_the_model_in_the_keys_units_and_keep_the_readings():
+    dec = decoding("window", profile_readings=4)
+    batch = records(*({"key": "k", "ts": t, "value": 100.0 + 10 * (t % 2)} for t in range(6)))
+    intake = dec.take(batch)
+    assert [r.offset for r in intake.absorbed] == [0, 1, 2]  # the 4th reading fixes units
+    first = intake.samples[0]
+    assert first.record.offset == 3
+    np.testing.assert_array_equal(first.window.values[:, 0], [110.0, 100.0, 110.0])
+    loc, scale = first.window.loc[0], first.window.scale[0]  # median 105, window std 4.71
+    assert loc == 105.0 and scale == pytest.approx(10 * np.sqrt(2) / 3, rel=1e-6)
+    np.testing.assert_allclose(first.values[:, 0], (first.window.values[:, 0] - loc) / scale)
 
 
 def test_window_keys_are_separate_and_fall_back_to_kafka_key_then_partition():

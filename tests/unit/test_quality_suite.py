@@ -15,7 +15,7 @@ from tests.conftest import load_script
 KNOWN_SHORT = {
     # A dense autoencoder's mean error ranks one 6-unit normal spike like a window-wide
     # tripled amplitude, so the amplitude change hides in the heavy normal tail.
-    "spiky_normal": "recall 0.25 (seed 0)",
+    "spiky_normal": "recall 0.33 (seed 0)",
     # A value level that contradicts its command is reconstructed anyway: the latent has
     # room for the level itself.
     "value_commands": "recall 0.0-0.25 (seeds 0-2)",
@@ -34,7 +34,8 @@ def suite():
     pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SHORT[name]))
     if name in KNOWN_SHORT else name
     for name in ("noiseless_spikes", "low_noise_spikes", "level_shifts", "periodic",
-                 "spiky_normal", "constant_switch", "value_commands", "slow_drift")])
+                 "spiky_normal", "constant_switch", "value_commands", "slow_drift",
+                 "keys_in_units")])
 def test_scenario_meets_the_goal_with_the_defaults(suite, name):
     generators, run = suite
     figures = run.run_scenario(generators.SCENARIOS[name](0), {})

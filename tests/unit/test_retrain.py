@@ -178,6 +178,25 @@ def test_retrain_promotes_checkpoints_publishes_and_swaps(tmp_path, champion_det
     h.close()
 
 
+def test_every_version_carries_the_key_profiles_of_the_loop_that_started_it(
+        tmp_path, champion_detector):
+    """Window input: a restart or a scorer must put each key back in the units its model
+    was trained in, so the announced champion and each retrained version carry them."""
+    h = Harness(tmp_path, champion_detector, every_windows=600)
+    profiles = {"pump-1": (np.array([3.0], np.float32), np.array([0.5], np.float32))}
+    h.retrainer.key_profiles = lambda: dict(profiles)
+    h.feed(normal(700, seed=5))
+    assert h.count("promoted") >= 1
+    saved = load_latest(tmp_path / "ck", device="cpu")
+    assert saved.metadata["key_profiles"] == {"pump-1": [[3.0], [0.5]]}
+    announced = checkpoint_from_bytes(h.published[0][0], "cpu")
+    assert announced.version == 1 and announced.metadata["key_profiles"] == {
+        "pump-1": [[3.0], [0.5]]}
+    live = live_from_checkpoint(saved, "cpu", 256)
+    np.testing.assert_array_equal(live.key_profiles["pump-1"][1], [0.5])
+    h.close()
+
+
 def test_recalibrated_threshold_keeps_the_alert_rate(tmp_path, champion_detector):
     h = Harness(tmp_path, champion_detector, every_windows=600)
     h.feed(normal(700, seed=5))

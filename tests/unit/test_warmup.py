@@ -51,6 +51,9 @@ def test_warm_up_trains_on_exactly_its_size_then_scores_everything_gathered(tmp_
         def fix_shape(self, shape):
             self.shape = shape
 
+        def key_profiles(self):  # window input's units per key, saved with the model
+            return {"k": (np.array([5.0], np.float32), np.array([0.25], np.float32))}
+
     decoding = Decoding()
     assert len(cold.admit(Batch.of(batch), consumer, decoding)) == 0
     assert consumer.paused_now, "partitions are paused while the first model trains"
@@ -59,7 +62,9 @@ def test_warm_up_trains_on_exactly_its_size_then_scores_everything_gathered(tmp_
     assert len(ready) == 50 and not consumer.paused_now
     assert decoding.shape == (3,)
     assert cold.slot.live.version == 1
-    assert load_latest(tmp_path).metadata["samples"] == 40
+    saved = load_latest(tmp_path)
+    assert saved.metadata["samples"] == 40
+    assert saved.metadata["key_profiles"] == {"k": [[5.0], [0.25]]}
     cold.close()
 
 
