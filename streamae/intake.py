@@ -14,6 +14,7 @@ timestamps beside it); a :class:`Sample` is built only where one row is looked a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,9 @@ from streamae.columnar import decode_vectors
 from streamae.images import ImageDecoder
 from streamae.messages import Reading, VectorDecoder
 from streamae.settings import InputSettings, WindowSettings
-from streamae.windows import Centring, Profile, Window, WindowBuilder
+from streamae.windows import Centring, Profile, Window, WindowBuilder, WindowUnits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -128,14 +131,31 @@ class Decoding:
                         if input.kind == "window" else None)
         self.centring = Centring(window.centred_features)
 
-    def key_profiles(self) -> dict[str, Profile]:
-        """The window builder's key profiles (empty for other input kinds)."""
-        return self.windows.key_profiles() if self.windows is not None else {}
+    def key_profiles(self) -> dict[str, Profile] | None:
+        """The window builder's key profiles; None when windows are not profiled (another
+        input kind, or profiles off), so a model says which units it was trained in."""
+        if self.windows is None or not self.windows.profile_readings:
+            return None
+        return self.windows.key_profiles()
 
-    def adopt_profiles(self, profiles: dict[str, Profile] | None) -> None:
-        """Key profiles saved with a model (see ``WindowBuilder.adopt_profiles``)."""
-        if self.windows is not None and profiles:
-            self.windows.adopt_profiles(profiles)
+    def follow_model(self, units: WindowUnits | None, profiles: dict[str, Profile]) -> None:
+        """A loaded model's window units rule over the setting: a model trained on readings'
+        own units (before key profiles, or with them off) keeps getting them, and one trained
+        in key units gets its keys' saved profiles (see ``WindowBuilder.adopt_profiles``)."""
+        windows = self.windows
+        if windows is None or units is None:
+            return
+        if units == "reading" and windows.profile_readings:
+            log.warning("event=key_profiles_off reason=model_trained_in_reading_units hint="
+                        "a new cold start (no checkpoint) trains in key units")
+            windows.set_profiling(0)
+        elif units == "key" and not windows.profile_readings:
+            readings = WindowSettings().profile_readings
+            log.warning("event=key_profiles_on reason=model_trained_in_key_units "
+                        "profile_readings=%d", readings)
+            windows.set_profiling(readings)
+        if units == "key":
+            windows.adopt_profiles(profiles)
 
     def fix_shape(self, input_shape: Sequence[int]) -> None:
         """Once a model exists, inputs of another width are bad input, not a crash."""

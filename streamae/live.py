@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +23,12 @@ from streamae.scoring import Scorer
 from streamae.settings import ModelSettings, ThresholdSettings
 from streamae.thresholds import Threshold, build_threshold, threshold_from_state
 from streamae.training import Detector, TrainConfig, fit
-from streamae.windows import Profile, profiles_from_json
+from streamae.windows import Profile, WindowUnits, profiles_from_json
 
 log = logging.getLogger(__name__)
 
-KEY_PROFILES = "key_profiles"  # checkpoint metadata: {key: [loc, scale]} (window input)
+# Checkpoint metadata: {key: [loc, scale]}, present when the model's windows were profiled.
+KEY_PROFILES = "key_profiles"
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,10 @@ class LiveModel:
     scorer: Scorer
     threshold: Threshold
     version: int
-    # Window input: the key profiles saved with this version (``streamae.windows``); the
-    # daemon adopts them for keys it has not profiled itself. None: nothing to adopt.
-    key_profiles: dict[str, Profile] | None = None
+    # Loaded models only (None: built in this process, nothing to follow): the units its
+    # windows were in, "key" (profiled; the saved profiles beside) or "reading" (raw).
+    window_units: WindowUnits | None = None
+    key_profiles: dict[str, Profile] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -127,7 +129,8 @@ def live_from_checkpoint(checkpoint: Checkpoint, device: str, max_batch: int) ->
         scorer=Scorer(checkpoint.detector, device=device, max_batch=max_batch),
         threshold=threshold,
         version=checkpoint.version,
-        key_profiles=profiles_from_json(checkpoint.metadata.get(KEY_PROFILES, {})),
+        window_units="key" if KEY_PROFILES in checkpoint.metadata else "reading",
+        key_profiles=profiles_from_json(checkpoint.metadata.get(KEY_PROFILES)),
     )
 
 

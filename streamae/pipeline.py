@@ -158,7 +158,7 @@ class Daemon:
         """A version loaded from disk or the model topic brings the key profiles it was
         trained with: after a restart, known keys keep their units and score at once."""
         self._profiled_version = live.version
-        self.decoding.adopt_profiles(live.key_profiles)
+        self.decoding.follow_model(live.window_units, live.key_profiles)
 
     def shutdown(self) -> None:
         """Finish what is in flight, commit it, leave the group. Within a pod's grace

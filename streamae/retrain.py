@@ -133,8 +133,8 @@ class Retrainer:
         self.on_reanchor: list[Callable[[], None]] = []  # e.g. the drift monitor's reset
         # Window input: the daemon's key profiles, saved with every version this process
         # builds (``streamae.windows``). Read on the loop thread when a job starts.
-        self.key_profiles: Callable[[], dict[str, Profile]] = dict
-        self._profiles_json: dict = {}
+        self.key_profiles: Callable[[], dict[str, Profile] | None] = lambda: None
+        self._profiles_json: dict | None = None  # None: windows are not profiled
         self._process: ProcessTrainer | None = None
         if train is None and settings.enabled and _executor(settings, device) == "process":
             self._process = ProcessTrainer(model, device, settings.train_threads,
@@ -215,11 +215,13 @@ class Retrainer:
 
     def _snapshot_profiles(self) -> None:
         """On the loop thread, which owns the profiles: what the next versions carry."""
-        self._profiles_json = profiles_to_json(self.key_profiles())
+        profiles = self.key_profiles()
+        self._profiles_json = None if profiles is None else profiles_to_json(profiles)
 
     def _with_profiles(self, metadata: dict) -> dict:
-        return {**metadata, KEY_PROFILES: self._profiles_json} if self._profiles_json \
-            else metadata
+        if self._profiles_json is None:
+            return metadata
+        return {**metadata, KEY_PROFILES: self._profiles_json}
 
     def _due(self) -> bool:
         """Every ``every_windows`` scored windows (so a starved buffer, all of it flagged,

@@ -132,8 +132,9 @@ class ColdStart:
             consumer.resume(*consumer.paused())
         threshold = calibrated_threshold(self.settings.threshold, detector)
         metadata = {"origin": "cold_start", "samples": self._trained_on,
-                    "input_kind": self.settings.input.kind,
-                    KEY_PROFILES: profiles_to_json(decoding.key_profiles())}
+                    "input_kind": self.settings.input.kind}
+        if (profiles := decoding.key_profiles()) is not None:
+            metadata[KEY_PROFILES] = profiles_to_json(profiles)
         version = save_checkpoint(self.settings.checkpoints.directory, detector,
                                   threshold_state=threshold.state(), metadata=metadata,
                                   keep=self.settings.checkpoints.keep)

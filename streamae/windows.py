@@ -78,6 +78,7 @@ class Window:
 
 
 Profile = tuple[np.ndarray, np.ndarray]  # a key's (loc, scale), each (D,) float32
+WindowUnits = Literal["key", "reading"]  # what a window model was trained on
 
 
 def profiles_to_json(profiles: dict[str, Profile]) -> dict[str, list[list[float]]]:
@@ -228,6 +229,14 @@ class WindowBuilder:
     def key_profiles(self) -> dict[str, Profile]:
         """Every remembered profile (a snapshot: safe to hand to another thread)."""
         return dict(self._profiles)
+
+    def set_profiling(self, profile_readings: int) -> None:
+        """Switch key profiles on (with this many readings) or off (0) for every key: the
+        units a model was trained in rule over the setting. Keys held now start again."""
+        self.profile_readings = profile_readings
+        self._keys.clear()
+        if not profile_readings:
+            self._profiles.clear()
 
     def adopt_profiles(self, profiles: dict[str, Profile]) -> None:
         """Profiles saved with a model: each key without one of its own takes it; a key's

@@ -218,3 +218,26 @@ def test_any_exception_dead_letters_that_record_only(kind):
     intake = taker.take(batch)
     assert [(r.offset, type(e).__name__) for r, e in intake.dead] == [(1, "ZeroDivisionError")]
     assert accounted(intake) == [0, 1, 2, 3]
+
+
+def test_a_model_trained_in_reading_units_turns_key_profiles_off():
+    """Upgrading over a checkpoint from before key profiles (or made with them off) must
+    not hand its model windows in other units than it learnt."""
+    dec = decoding("window", profile_readings=50)
+    dec.follow_model("reading", {})
+    intake = dec.take(records(*({"key": "k", "ts": t, "value": 100.0 + t} for t in range(3))))
+    (sample,) = intake.samples
+    np.testing.assert_array_equal(sample.values[:, 0], [100.0, 101.0, 102.0])
+    assert dec.key_profiles() is None  # and the next versions say so
+
+
+def test_a_model_trained_in_key_units_brings_its_keys_profiles_even_when_they_are_off():
+    dec = decoding("window")  # profile_readings 0
+    saved = {"k": (np.array([100.0], np.float32), np.array([2.0], np.float32))}
+    dec.follow_model("key", saved)
+    intake = dec.take(records(*({"key": "k", "ts": t, "value": 100.0 + t} for t in range(3))))
+    (sample,) = intake.samples  # a known key: its first window after `length` readings
+    np.testing.assert_array_equal(sample.values[:, 0], [0.0, 0.5, 1.0])
+    assert set(dec.key_profiles()) == {"k"}
+    dec.follow_model(None, {})  # a model built in this process changes nothing
+    assert set(dec.key_profiles()) == {"k"}

@@ -193,7 +193,10 @@ def test_every_version_carries_the_key_profiles_of_the_loop_that_started_it(
     assert announced.version == 1 and announced.metadata["key_profiles"] == {
         "pump-1": [[3.0], [0.5]]}
     live = live_from_checkpoint(saved, "cpu", 256)
+    assert live.window_units == "key"
     np.testing.assert_array_equal(live.key_profiles["pump-1"][1], [0.5])
+    before = live_from_checkpoint(load_version(tmp_path / "ck", 1, "cpu"), "cpu", 256)
+    assert before.window_units == "reading" and before.key_profiles == {}  # no key_profiles
     h.close()
 
 
