@@ -53,6 +53,7 @@ LAG_EVERY_S = 5.0
 SHUTDOWN_BUDGET_S = 15.0  # waiting for acks on a stop (Kubernetes' grace period is 30 s)
 PROBE_TIMEOUT_MS = 2_000  # one broker round trip that says whether it is reachable
 REJOIN_AFTER_S = 20.0
+POLL_RETRY_S = 1.0  # the pause after a poll that raised, before the next turn polls again
 # Turns sent and not yet acknowledged before the loop waits: bounds what is polled ahead
 # of the broker's acks (memory, and what a crash makes the next owner consume again).
 MAX_TURNS_IN_FLIGHT = 1
@@ -104,6 +105,7 @@ class Daemon:
         self._window_counts: dict[str, int] = {}
         self._profiled_version: int | None = None  # the live version profiles came from
         self._unassigned_since: float | None = None
+        self._poll_failing_since: float | None = None
         self.incidents = (IncidentFeed(settings.kafka, settings.incident,
                                        settings.threshold.top_k, self.metrics, self._send,
                                        clock) if settings.incident.enabled else None)
@@ -171,11 +173,20 @@ class Daemon:
             log.warning("event=shutdown_without_commit error=%r", str(exc)[:300])
         finally:
             self.anomaly_log.flush_if_due(force=True)
-            self.consumer.close(autocommit=False)
-            self.producer.close(timeout=10)
+            self._close_clients()
             log.info("event=daemon_stopped consumed=%d scored=%d anomalies=%d dead_letters=%d",
                      self.stats.consumed, self.stats.scored, self.stats.anomalies,
                      self.stats.dead_letters)
+
+    def _close_clients(self) -> None:
+        """Close both clients; a broker that is away makes a close time out, which must not
+        hide why the loop stopped (what is unacknowledged stays uncommitted)."""
+        for name, close in (("consumer", lambda: self.consumer.close(autocommit=False)),
+                            ("producer", lambda: self.producer.close(timeout=10))):
+            try:
+                close()
+            except KafkaError as exc:
+                log.warning("event=client_close_incomplete client=%s error=%r", name, exc)
 
     # -- steps ----------------------------------------------------------------------
     def _poll(self) -> list[Any]:
@@ -188,6 +199,10 @@ class Daemon:
                 self._unreadable_letters(exc.skipped, exc.cause)
             else:
                 self._skip_unreadable(exc.cause)
+        except KafkaError as exc:  # the client gave up on the broker: nothing was returned
+            records = self._poll_failed(exc)
+        else:
+            self._poll_failing_since = None
         self.broker_ok = bool(self.consumer.assignment())
         self._rejoin_if_stuck()
         if records:
@@ -196,6 +211,20 @@ class Daemon:
             self.metrics.consumed.inc(len(records))
             self.metrics.batch_size.observe(len(records))
         return records
+
+    def _poll_failed(self, exc: KafkaError) -> list[Any]:
+        """A poll that raised returned nothing, so nothing is lost: poll again next turn,
+        for as long as the outage budget allows."""
+        now = time.monotonic()
+        since = self._poll_failing_since = self._poll_failing_since or now
+        self._set_reachable(False, repr(exc))
+        if now - since >= self.settings.kafka.outage_budget_s:
+            raise InfrastructureError(f"polls failing for {now - since:.0f}s (outage budget "
+                                      f"{self.settings.kafka.outage_budget_s:.0f}s): "
+                                      f"{exc!r}") from exc
+        log.warning("event=poll_failed seconds=%.0f error=%r", now - since, exc)
+        time.sleep(POLL_RETRY_S)
+        return []
 
     def _skip_unreadable(self, cause: Exception) -> None:
         """Seek past what the client cannot parse; stand-ins for the skipped offsets go out
@@ -229,10 +258,14 @@ class Daemon:
         elif now - self._unassigned_since > REJOIN_AFTER_S:
             log.warning("event=rejoining reason=no_partitions_assigned seconds=%.0f",
                         now - self._unassigned_since)
-            self.consumer.unsubscribe()
+            self._unassigned_since = now
+            try:
+                self.consumer.unsubscribe()
+            except KafkaError as exc:  # leaving the group needs the broker: it may be away
+                self._set_reachable(False, repr(exc))
+                log.warning("event=rejoin_leave_failed error=%r", exc)
             self.consumer.subscribe(list(self.settings.kafka.input_topics),
                                     listener=_Rebalance(self))
-            self._unassigned_since = now
 
     def _restore_incidents(self) -> None:
         """After an assignment, before any of its records is counted: rebuild incidents."""
