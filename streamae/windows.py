@@ -242,8 +242,14 @@ class WindowBuilder:
         """Profiles saved with a model: each key without one of its own takes it; a key's
         own profile is never replaced, so its units never change under it."""
         for key, profile in profiles.items():
-            if key not in self._profiles:
-                self._remember(key, profile)
+            if key in self._profiles:
+                continue
+            self._remember(key, profile)
+            state = self._keys.get(key)  # still learning its own: the saved one wins
+            if state is not None and state.early is not None and profile[0].shape == (
+                    state.width,):
+                state.loc, state.scale = profile
+                state.early, state.first = None, self.length
 
     def drop(self, key: str) -> None:
         """Forget one key (e.g. when its partition is revoked)."""

@@ -187,6 +187,16 @@ def test_adopted_profiles_start_a_key_at_once_and_never_replace_its_own():
     assert builder.key_profiles()["own"][0] == own.loc  # its own, not the saved one
 
 
+def test_a_key_still_learning_its_profile_takes_the_saved_one_at_once():
+    builder = WindowBuilder(length=2, profile_readings=50)
+    assert push_many(builder, "k", [1.0, 2.0, 3.0]) == []  # learning
+    builder.adopt_profiles({"k": (np.array([2.0], np.float32), np.array([0.5], np.float32))})
+    (window,) = builder.push("k", 3, 4.0)
+    np.testing.assert_array_equal(window.normalised()[:, 0], [2.0, 4.0])
+    push_many(builder, "k", range(60), start_ts=4)  # never replaced by one of its own
+    assert builder.key_profiles()["k"][0] == 2.0
+
+
 def test_a_profile_outlives_its_keys_readings_and_the_remembered_ones_are_bounded():
     builder = WindowBuilder(length=2, profile_readings=10, max_keys=2)
     a = push_many(builder, "a", range(10))[0]
