@@ -198,6 +198,7 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> Checkpoint:
 def cmd_encode(args: argparse.Namespace, settings: Settings) -> int:
     """Latent vectors of a file's rows (compression, reduction, feature extraction)."""
     from streamae.latents import latent_records, load_inputs, publish, write_array
+    from streamae.live import KEY_PROFILES
     from streamae.scoring import Scorer
 
     topic = args.topic or (settings.kafka.latent_topic if args.to_topic else None)
@@ -208,7 +209,8 @@ def cmd_encode(args: argparse.Namespace, settings: Settings) -> int:
     columns = checkpoint.metadata.get("features") or args.columns
     data = load_inputs(args.input, detector.model.input_shape, columns=columns,
                        exclude=tuple(args.exclude), stride=args.stride,
-                       profile_readings=settings.window.profile_readings)
+                       profile_readings=settings.window.profile_readings
+                       if KEY_PROFILES in checkpoint.metadata else 0)
     latents = Scorer(detector, settings.device).encode(data)
     if args.out is not None:
         write_array(args.out, latents, prefix="z")

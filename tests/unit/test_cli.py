@@ -95,12 +95,13 @@ def test_encode_needs_a_checkpoint_and_a_destination(streamae, table, tmp_path):
     assert streamae("encode", "--input", table) == 1  # neither --out nor a topic
 
 
-def save_fitted(directory: Path, data: np.ndarray, kind: str, **args: object) -> None:
+def save_fitted(directory: Path, data: np.ndarray, kind: str, metadata: dict | None = None,
+                **args: object) -> None:
     config = TrainConfig(epochs=2, batch_size=32)
     detector = fit(data, kind, {"hidden_sizes": (8,), "latent_size": LATENT, **args}, config,
                    device="cpu")
     save_checkpoint(directory, detector, threshold_state={"method": "static", "value": 3.0},
-                    metadata={"origin": "test", "features": FEATURES})
+                    metadata={"origin": "test", "features": FEATURES, **(metadata or {})})
 
 
 def test_encode_builds_windows_from_csv_rows_for_a_window_model(streamae, table, tmp_path):
@@ -243,10 +244,11 @@ def test_retrain_accept_recent_posts_to_the_daemon(monkeypatch, capsys):
 
 
 def test_encode_reads_a_window_models_rows_in_their_own_units(streamae, table, tmp_path):
-    """As the daemon does for a key, a CSV's first rows fix its units: the same recording
-    in another unit (x1000, offset) encodes to the same latents."""
+    """As the daemon does for a key, a CSV's first rows fix its units when the model was
+    trained in key units: the same recording in another unit (x1000, offset) encodes to the
+    same latents."""
     rows = np.loadtxt(table, delimiter=",", skiprows=1, usecols=range(1, 7), dtype=np.float32)
-    save_fitted(tmp_path / "ck", windows_of(rows, 8), "conv1d")
+    save_fitted(tmp_path / "ck", windows_of(rows, 8), "conv1d", {"key_profiles": {}})
     other = tmp_path / "other.csv"
     with open(other, "w", newline="") as handle:
         writer = csv.writer(handle)
