@@ -19,6 +19,7 @@ import torch
 
 from streamae.calibration import TailCalibration
 from streamae.exceptions import ModelError
+from streamae.windows import MAD_TO_SIGMA
 
 if TYPE_CHECKING:
     from streamae.training import Detector
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ErrorMethod = Literal["z", "robust_z"]
-MAD_TO_SIGMA = 1.4826  # MAD * this estimates sigma for gaussian data
 MIN_SCALE = 1e-8  # absolute floor of any scale
 # A feature's error scale is at least this share of the typical feature's: a pixel of blank
 # background or a channel reconstructed perfectly must not turn a tiny error into z = 1000s.
