@@ -50,24 +50,36 @@ class ExpectedKafkaConditions(logging.Filter):
       (``event=input_topics_missing``);
     * its IO loop's slow-step warning ("Task ... ran for 0.136s (>0.100s threshold). It is
       blocking the event loop"), asyncio's slow-callback diagnostic: on a busy shared CPU a
-      step is descheduled for longer than that, and nothing is wrong with the client.
+      step is descheduled for longer than that, and nothing is wrong with the client;
+    * a receive error on a socket the client has already closed (its transport shows
+      "(closed)"): when a client closes, its IO thread can wake on a socket that the
+      closing thread has just released and logs the ``AttributeError`` as an ERROR with
+      a traceback (kafka-python 3.0.12). A receive error on an open socket stays an error.
     """
 
     MESSAGES = ("Topic %s not found in cluster metadata",)
     SLOW_STEP = "blocking the event loop"
-    LOGGERS = ("kafka.cluster", "kafka.net.selector")
+    CLOSED_RECEIVE = "%s: Error receiving network data closing socket"
+    LOGGERS = ("kafka.cluster", "kafka.net.selector", "kafka.net.transport")
 
     def __init__(self, level: int) -> None:
         super().__init__()
         self.show = level <= logging.DEBUG
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        if message in self.MESSAGES or (message.startswith("Task ")
-                                        and self.SLOW_STEP in message):
+        if self._expected(str(record.msg), record.args):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info = record.exc_text = None
             return self.show
         return True
+
+    def _expected(self, message: str, args: object) -> bool:
+        if message in self.MESSAGES:
+            return True
+        if message.startswith("Task ") and self.SLOW_STEP in message:
+            return True
+        return (message == self.CLOSED_RECEIVE and isinstance(args, tuple) and len(args) == 1
+                and str(args[0]).endswith("(closed)>"))
 
 
 def configure_logging(level: str) -> None:

@@ -8,7 +8,6 @@ partition commits ``offset + 1`` only up to its first offset that is not done ye
 
 from __future__ import annotations
 
-import functools
 import logging
 import socket
 import time
@@ -25,6 +24,7 @@ from kafka.errors import (
     SaslAuthenticationFailedError,
     TopicAlreadyExistsError,
 )
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from streamae.exceptions import AuthenticationError, InfrastructureError
@@ -331,6 +331,13 @@ def _by_partition(records: Iterable[Record]) -> dict[tuple[str, int], list[int]]
 
 
 @dataclass
+class _AsyncCommit:
+    future: Future  # answered on the client's IO (or commit) thread
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    sent_at: float  # monotonic
+
+
+@dataclass
 class _PartitionState:
     pending: set[int] = field(default_factory=set)
     highest_done: int = -1  # highest offset marked done (contiguity via `pending`)
@@ -342,7 +349,7 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, _PartitionState] = {}
-        self.async_sent_at: float | None = None  # monotonic time of the commit in flight
+        self._async: _AsyncCommit | None = None  # the async commit not yet answered
 
     def started(self, records: Iterable[Record]) -> None:
         for (topic, partition), offsets in _by_partition(records).items():
@@ -383,9 +390,34 @@ class OffsetTracker:
             if (state := self._partitions.get(tp)) is not None:
                 state.committed = -1
 
-    def async_in_flight(self, now: float) -> bool:
-        sent = self.async_sent_at
-        return sent is not None and now - sent < ASYNC_COMMIT_TIMEOUT_S
+    def sent_async(self, future: Future, offsets: dict[TopicPartition, OffsetAndMetadata]
+                   ) -> None:
+        self._async = _AsyncCommit(future, offsets, time.monotonic())
+
+    def async_in_flight(self) -> bool:
+        """Whether the last async commit is still unanswered; settles it once answered
+        (a failed or lost one offers its offsets again)."""
+        pending = self._async
+        if pending is None:
+            return False
+        lost = time.monotonic() - pending.sent_at >= ASYNC_COMMIT_TIMEOUT_S
+        if not pending.future.is_done and not lost:
+            return True
+        self._async = None
+        if lost or pending.future.failed():
+            self.unmark_committed(pending.offsets)
+            error = pending.future.exception if pending.future.is_done else "no answer"
+            retriable = getattr(error, "retriable", False)
+            log.log(logging.DEBUG if retriable else logging.WARNING,
+                    "event=async_commit_failed error=%r partitions=%d", error,
+                    len(pending.offsets))
+        return False
+
+    def wait_for_async(self) -> None:
+        """Wait (in short steps, at most ASYNC_COMMIT_TIMEOUT_S) for the async commit in
+        flight to be answered."""
+        while self.async_in_flight():
+            time.sleep(0.001)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Drop partitions this consumer no longer owns (after a rebalance)."""
@@ -400,14 +432,18 @@ class OffsetTracker:
 def commit(consumer: KafkaConsumer, tracker: OffsetTracker, wait: bool = True) -> int:
     """Commit what is done; returns how many partitions moved.
 
-    ``wait=False`` commits asynchronously (the loop's steady state: a lost async commit is
-    covered by the next one, at worst one more batch is redelivered after a crash), one at
-    a time: kafka-python fails a second request to the coordinator while one is in flight
-    (``NodeNotReadyError: Node paused: max_in_flight``), so a turn that finds a commit in
-    flight leaves its offsets to the next turn. Shutdown and rebalances wait.
+    ``wait=False`` commits asynchronously (the loop's steady state), one commit at a time:
+    kafka-python fails a second request to the coordinator while one is in flight
+    (``NodeNotReadyError: Node paused: max_in_flight``). A turn with offsets to commit
+    waits for the answer to the one in flight first, usually a millisecond or two: so a
+    crash makes the next owner consume again at most the turn whose commit was in flight,
+    whatever the commit's round trip (see ``pipeline.REDELIVERED_TURNS``). Shutdown and
+    rebalances commit synchronously.
     """
-    if not wait and tracker.async_in_flight(time.monotonic()):
-        return 0
+    if tracker.async_in_flight():
+        if not wait and not tracker.committable():
+            return 0
+        tracker.wait_for_async()
     offsets = tracker.committable(again=wait)
     if not offsets:
         return 0
@@ -416,30 +452,15 @@ def commit(consumer: KafkaConsumer, tracker: OffsetTracker, wait: bool = True) -
             consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
             tracker.mark_committed(offsets)
         else:
-            # Marked first: the callback may run inside commit_async and unmark them.
             tracker.mark_committed(offsets)
-            tracker.async_sent_at = time.monotonic()
-            consumer.commit_async(offsets, callback=functools.partial(_async_done, tracker))
+            tracker.sent_async(consumer.commit_async(offsets), offsets)
     except KafkaError as exc:
         # A rebalance took the partitions away: their records will be redelivered to the
         # new owner, which is at-least-once, not loss.
-        tracker.async_sent_at = None
         tracker.unmark_committed(offsets)
         log.warning("event=commit_failed error=%r partitions=%d", exc, len(offsets))
         return 0
     return len(offsets)
-
-
-def _async_done(tracker: OffsetTracker, offsets: dict[TopicPartition, OffsetAndMetadata],
-                response: object) -> None:
-    """Callback of an async commit: a failure offers the offsets again next turn; one the
-    client retries by itself (coordinator busy or moving) is expected, so DEBUG."""
-    tracker.async_sent_at = None
-    if isinstance(response, Exception):
-        tracker.unmark_committed(offsets)
-        level = logging.DEBUG if getattr(response, "retriable", False) else logging.WARNING
-        log.log(level, "event=async_commit_failed error=%r partitions=%d", response,
-                len(offsets))
 
 
 def consumer_lag(consumer: KafkaConsumer) -> dict[TopicPartition, int]:

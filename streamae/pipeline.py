@@ -57,10 +57,10 @@ POLL_RETRY_S = 1.0  # the pause after a poll that raised, before the next turn p
 # Turns sent and not yet acknowledged before the loop waits: bounds what is polled ahead
 # of the broker's acks (memory, and what a crash makes the next owner consume again).
 MAX_TURNS_IN_FLIGHT = 1
-# What a SIGKILL can make the next owner consume again, in turns: the one being scored,
-# the MAX_TURNS_IN_FLIGHT waiting for acks, and one acknowledged turn whose commit waited
-# behind an async commit still in flight (kafka-python allows one at a time). Only a
-# commit round trip longer than two turns could add one more.
+# What a SIGKILL can make the next owner consume again, in turns: the one being scored
+# and the turns sealed before it that are either waiting for acks or acknowledged with
+# their commit in flight (at most MAX_TURNS_IN_FLIGHT + 1: a turn with offsets to commit
+# first waits for the answer to the commit in flight; see kafka_io.commit).
 REDELIVERED_TURNS = MAX_TURNS_IN_FLIGHT + 2
 # Called after each scored batch with (live model, inputs, normalised scores, flags).
 ScoredHook = Callable[[LiveModel, np.ndarray, np.ndarray, np.ndarray], None]

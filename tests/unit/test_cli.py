@@ -230,6 +230,31 @@ def test_the_clients_slow_step_diagnostic_is_not_a_warning_in_the_log(capsys):
     assert "level=warning logger=kafka.net.selector Task t left RUNNING" in err
 
 
+class FakeTransport:
+    def __init__(self, closed: bool) -> None:
+        self.closed = closed
+
+    def __str__(self) -> str:  # as kafka-python 3's KafkaTCPTransport
+        return f"<KafkaTCPTransport [localhost:9092]{' (closed)' if self.closed else ''}>"
+
+
+def test_a_receive_error_on_a_closed_socket_is_not_an_error_in_the_log(capsys):
+    from streamae.cli import configure_logging
+
+    configure_logging("INFO")
+    transport = logging.getLogger("kafka.net.transport")
+    for closed in (True, False):
+        try:
+            None.recv(4096)  # type: ignore[attr-defined]  # the race in the client's close
+        except AttributeError:
+            transport.exception("%s: Error receiving network data closing socket",
+                                FakeTransport(closed))
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "level=error" in line]
+    assert len(errors) == 1 and "[localhost:9092]>" in errors[0], err
+    assert "(closed)" not in err
+
+
 def test_retrain_accept_recent_posts_to_the_daemon(monkeypatch, capsys):
     from streamae.health import HealthServer
     from streamae.metrics import Metrics

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import namedtuple
 
 from kafka import TopicPartition
 from kafka.errors import CommitFailedError, NodeNotReadyError
+from kafka.future import Future
 from pydantic import SecretStr
 
+from streamae import kafka_io
 from streamae.kafka_io import OffsetTracker, commit, security_config
 from streamae.settings import KafkaSettings
 
@@ -71,30 +75,41 @@ def test_a_synchronous_commit_repeats_what_an_async_commit_may_have_lost():
 
 
 class FakeConsumer:
-    """Records async commits; their callbacks run when the test says (or at once)."""
+    """Records async commits; each is answered when the test says (or at once)."""
 
     def __init__(self, fail_at_once: Exception | None = None) -> None:
         self.sent: list[dict] = []
-        self.callbacks: list = []
+        self.answers: list[Future] = []
         self.fail_at_once = fail_at_once
 
-    def commit_async(self, offsets, callback) -> None:
+    def commit_async(self, offsets) -> Future:
         self.sent.append(dict(offsets))
+        answer = Future()
         if self.fail_at_once is not None:
-            callback(offsets, self.fail_at_once)
-        else:
-            self.callbacks.append(lambda response=None: callback(offsets, response))
+            answer.failure(self.fail_at_once)
+        self.answers.append(answer)
+        return answer
 
 
-def test_one_async_commit_in_flight_at_a_time():
+def answer_later(future: Future, after_s: float) -> threading.Thread:
+    """Answers ``future`` from another thread, as the client's IO thread does."""
+    thread = threading.Thread(target=lambda: (time.sleep(after_s), future.success(None)))
+    thread.start()
+    return thread
+
+
+def test_one_async_commit_in_flight_and_a_turn_with_offsets_waits_for_its_answer():
     tracker, consumer = OffsetTracker(), FakeConsumer()
     tracker.started(records(0, 0, 1, 2, 3))
     tracker.done(records(0, 0, 1))
     assert commit(consumer, tracker, wait=False) == 1
+    assert commit(consumer, tracker, wait=False) == 0  # nothing new: no wait, no request
     tracker.done(records(0, 2, 3))
-    assert commit(consumer, tracker, wait=False) == 0  # the first has not come back
-    consumer.callbacks.pop()()  # acknowledged
-    assert commit(consumer, tracker, wait=False) == 1
+    answering = answer_later(consumer.answers[0], 0.2)
+    started = time.monotonic()
+    assert commit(consumer, tracker, wait=False) == 1  # sent once the first was answered
+    assert time.monotonic() - started >= 0.15
+    answering.join()
     assert [c[TopicPartition("t", 0)].offset for c in consumer.sent] == [2, 4]
 
 
@@ -105,6 +120,7 @@ def test_a_retriable_async_failure_is_debug_and_its_offsets_go_again(caplog):
     tracker.done(records(0, 0, 1))
     with caplog.at_level(logging.DEBUG, logger="streamae.kafka_io"):
         commit(consumer, tracker, wait=False)
+        assert not tracker.async_in_flight()
     (entry,) = [r for r in caplog.records if "async_commit_failed" in r.getMessage()]
     assert entry.levelno == logging.DEBUG
     assert tracker.committable()[TopicPartition("t", 0)].offset == 2  # offered again
@@ -117,5 +133,17 @@ def test_a_non_retriable_async_failure_is_a_warning(caplog):
     tracker.done(records(0, 0))
     with caplog.at_level(logging.DEBUG, logger="streamae.kafka_io"):
         commit(consumer, tracker, wait=False)
+        assert not tracker.async_in_flight()
     (entry,) = [r for r in caplog.records if "async_commit_failed" in r.getMessage()]
     assert entry.levelno == logging.WARNING
+
+
+def test_an_unanswered_async_commit_is_taken_as_lost_and_offered_again(monkeypatch):
+    tracker, consumer = OffsetTracker(), FakeConsumer()
+    tracker.started(records(0, 0))
+    tracker.done(records(0, 0))
+    commit(consumer, tracker, wait=False)
+    assert tracker.committable() == {}
+    monkeypatch.setattr(kafka_io, "ASYNC_COMMIT_TIMEOUT_S", 0.0)
+    assert not tracker.async_in_flight()
+    assert tracker.committable()[TopicPartition("t", 0)].offset == 1
