@@ -35,7 +35,7 @@ from safetensors.torch import save as save_tensors
 from streamae.calibration import TailCalibration
 from streamae.exceptions import CheckpointError, ModelError, ModelRejected
 from streamae.models import build_model
-from streamae.scoring import ErrorStats, resolve_device
+from streamae.scoring import ErrorStats, parts_from_state, resolve_device
 from streamae.training import Detector, Scaler
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,9 @@ def _header(detector: Detector, threshold_state: dict, metadata: dict, version: 
         "kind": model.kind,
         "input_shape": list(model.input_shape),
         "constructor_args": model.constructor_args(),
-        "error_stats": {"method": stats.method, "calibration": stats.calibration.state()},
+        "error_stats": {"method": stats.method, "calibration": stats.calibration.state(),
+                        "parts": (None if stats.parts is None
+                                  else [part.state() for part in stats.parts])},
         "train_loss": float(detector.train_loss),
         "val_loss": float(detector.val_loss),
         "epochs_run": int(detector.epochs_run),
@@ -177,6 +179,7 @@ def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Check
             feature_centre=_as_array(tensors, "error_stats.feature_centre"),
             feature_scale=_as_array(tensors, "error_stats.feature_scale"),
             feature_mean=_as_array(tensors, "error_stats.feature_mean"),
+            parts=parts_from_state(sample_stats),
         )
         if any(a.shape != shape for a in (stats.feature_centre, stats.feature_scale,
                                           stats.feature_mean)):

@@ -85,6 +85,14 @@ def weighted_raw(model_scores: np.ndarray, feature_errors: np.ndarray, weight: n
     return weighted + np.maximum(extra, 0.0) / mean_error
 
 
+def peak_raw(feature_errors: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Windows (B, L, D) -> (B,): the largest of the window's per-reading errors (each the
+    mean over features of the weighted error), where the mean over the window dilutes a
+    single-reading anomaly L times."""
+    errors = np.asarray(feature_errors, dtype=np.float32)
+    return (errors * weight).mean(axis=2).max(axis=1)
+
+
 @dataclass
 class ErrorStats:
     """How large errors are on normal data: per sample (calibrated) and per feature (z).
@@ -93,6 +101,12 @@ class ErrorStats:
     normal data (``sample_raw``): a feature the model reconstructs well is not drowned by
     a noisy one, so a small deviation of a well-predicted channel still counts. The raw
     score is then calibrated to a tail probability.
+
+    Windows are judged twice: by the mean error over the window (a distorted shape) and by
+    its worst reading (a spike, diluted L times in the mean). Each statistic is first
+    calibrated on its own (``parts``); the raw score is the rarer of the two, and
+    ``calibration`` maps that to the tail probability of the pair, so the score keeps its
+    meaning (no Bonferroni guess: the max of two correlated tails is fitted).
     """
 
     method: ErrorMethod  # how per-feature errors become z
@@ -100,14 +114,21 @@ class ErrorStats:
     feature_centre: np.ndarray  # (*input_shape,)
     feature_scale: np.ndarray  # (*input_shape,)
     feature_mean: np.ndarray  # (*input_shape,) mean error, weighs features in the raw score
+    parts: tuple[TailCalibration, TailCalibration] | None = None  # windows: (mean, peak)
 
     def __post_init__(self) -> None:
         self._weight = feature_weights(self.feature_mean)
 
     def sample_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray) -> np.ndarray:
         """A model's per-sample scores (B,) and feature errors (B, *shape) -> raw scores:
-        the mean of feature errors, each in units of its typical error."""
-        return weighted_raw(model_scores, feature_errors, self._weight, self.feature_mean)
+        the mean of feature errors, each in units of its typical error; for windows the
+        rarer of that and the worst reading's error (see the class docstring)."""
+        mean = weighted_raw(model_scores, feature_errors, self._weight, self.feature_mean)
+        if self.parts is None:
+            return mean
+        mean_part, peak_part = self.parts
+        peak = peak_raw(feature_errors, self._weight)
+        return np.maximum(mean_part.scores(mean), peak_part.scores(peak))
 
     @classmethod
     def from_errors(
@@ -121,8 +142,13 @@ class ErrorStats:
             raise ModelError(f"need >= 2 matching errors, got {len(scores)}/{len(errors)}")
         f_centre, f_scale = _centre_scale(errors, method)
         f_mean = errors.mean(axis=0).astype(np.float32)
-        raw = weighted_raw(scores, errors, feature_weights(f_mean), f_mean)
-        return cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean)
+        weight = feature_weights(f_mean)
+        raw = weighted_raw(scores, errors, weight, f_mean)
+        parts = None
+        if errors.ndim == 3 and errors.shape[1] > 1:  # windows (N, L, D)
+            parts = (TailCalibration.fit(raw), TailCalibration.fit(peak_raw(errors, weight)))
+            raw = np.maximum(parts[0].scores(raw), parts[1].scores(peak_raw(errors, weight)))
+        return cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean, parts)
 
     def normalise_scores(self, raw: np.ndarray) -> np.ndarray:
         """Raw per-sample scores -> calibrated scores, ``-log10`` P(normal >= raw)."""
@@ -137,6 +163,7 @@ class ErrorStats:
         return {
             "method": self.method,
             "calibration": self.calibration.state(),
+            "parts": None if self.parts is None else [p.state() for p in self.parts],
             "shape": list(self.feature_centre.shape),
             "feature_centre": self.feature_centre.ravel().tolist(),
             "feature_scale": self.feature_scale.ravel().tolist(),
@@ -155,9 +182,19 @@ class ErrorStats:
                 raise ValueError(f"unknown method {method!r}")
             mean = np.asarray(state["feature_mean"], dtype=np.float32).reshape(shape)
             calibration = TailCalibration.from_state(state["calibration"])
-            return cls(method, calibration, centre, scale, mean)
+            return cls(method, calibration, centre, scale, mean, parts_from_state(state))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"malformed error stats: {exc}") from exc
+
+
+def parts_from_state(state: dict) -> tuple[TailCalibration, TailCalibration] | None:
+    """The (mean, peak) calibrations of a state; None for one saved before they existed."""
+    parts = state.get("parts")
+    if parts is None:
+        return None
+    if not isinstance(parts, list) or len(parts) != 2:
+        raise ModelError("malformed error stats: parts")
+    return TailCalibration.from_state(parts[0]), TailCalibration.from_state(parts[1])
 
 
 @dataclass

@@ -15,7 +15,7 @@ from tests.conftest import load_script
 KNOWN_SHORT = {
     # A dense autoencoder's mean error ranks one 6-unit normal spike like a window-wide
     # tripled amplitude, so the amplitude change hides in the heavy normal tail.
-    "spiky_normal": "recall 0.33 (seed 0)",
+    "spiky_normal": "recall 0.25 (seed 0)",
     # A value level that contradicts its command is reconstructed anyway: the latent has
     # room for the level itself.
     "value_commands": "recall 0.0-0.25 (seeds 0-2)",

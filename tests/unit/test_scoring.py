@@ -6,16 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from streamae.calibration import TailCalibration
 from streamae.exceptions import ModelError
 from streamae.scoring import (
     CPU_CONV_CHUNK,
     ErrorStats,
     Scorer,
     chunk_size,
+    feature_weights,
     heatmap,
     resolve_device,
     sample,
     top_features,
+    weighted_raw,
     worst_patches,
 )
 from streamae.training import Detector, TrainConfig, fit
@@ -67,6 +70,44 @@ def test_error_stats_floor_and_state_round_trip():
         ErrorStats.from_state({"method": "z"})
     with pytest.raises(ModelError):
         ErrorStats.from_errors(np.ones(3), np.ones((3, 2)), "nope")
+
+
+def window_errors(rng: np.random.Generator, n: int, length: int = 16) -> np.ndarray:
+    """Squared errors of n normal windows (n, length, 2 features)."""
+    return rng.chisquare(1, size=(n, length, 2))
+
+
+def test_a_window_with_one_far_reading_is_rare_though_its_mean_error_is_not():
+    rng = np.random.default_rng(1)
+    normal = window_errors(rng, 4000)
+    stats = ErrorStats.from_errors(normal.mean(axis=(1, 2)), normal, "robust_z")
+    mean_only = ErrorStats(stats.method, TailCalibration.fit(
+        normal.mean(axis=(1, 2))), stats.feature_centre, stats.feature_scale, stats.feature_mean)
+    spiked = window_errors(rng, 200)
+    spiked[:, 7, :] = 15.0  # one reading far out in both features
+    def score(s: ErrorStats, errors: np.ndarray) -> np.ndarray:
+        return s.normalise_scores(s.sample_raw(errors.mean(axis=(1, 2)), errors))
+    assert np.median(score(stats, spiked)) > 4 > np.median(score(mean_only, spiked))
+    # and the score keeps its meaning: unseen normal windows pass 2 about 1% of the time
+    share = float(np.mean(score(stats, window_errors(rng, 20000)) > 2))
+    assert 0.005 < share < 0.02
+
+
+def test_stats_saved_before_the_window_peak_existed_score_by_the_mean_alone():
+    rng = np.random.default_rng(2)
+    normal = window_errors(rng, 500)
+    stats = ErrorStats.from_errors(normal.mean(axis=(1, 2)), normal, "robust_z")
+    state = stats.state()
+    assert ErrorStats.from_state(state).parts is not None
+    del state["parts"]
+    old = ErrorStats.from_state(state)
+    assert old.parts is None
+    probe = window_errors(rng, 5)
+    mean = weighted_raw(probe.mean(axis=(1, 2)), probe, feature_weights(stats.feature_mean),
+                        stats.feature_mean)
+    np.testing.assert_array_equal(old.sample_raw(probe.mean(axis=(1, 2)), probe), mean)
+    with pytest.raises(ModelError):
+        ErrorStats.from_state({**stats.state(), "parts": [1]})
 
 
 def test_scorer_returns_numpy_in_original_units(make_detector):
