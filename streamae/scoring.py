@@ -123,12 +123,17 @@ class ErrorStats:
         """A model's per-sample scores (B,) and feature errors (B, *shape) -> raw scores:
         the mean of feature errors, each in units of its typical error; for windows the
         rarer of that and the worst reading's error (see the class docstring)."""
-        mean = weighted_raw(model_scores, feature_errors, self._weight, self.feature_mean)
+        mean = self.mean_raw(model_scores, feature_errors)
         if self.parts is None:
             return mean
         mean_part, peak_part = self.parts
         peak = peak_raw(feature_errors, self._weight)
         return np.maximum(mean_part.scores(mean), peak_part.scores(peak))
+
+    def mean_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray) -> np.ndarray:
+        """The mean of feature errors, each in units of its typical error: an error's size
+        (``sample_raw`` of a window is a tail probability's -log10 instead)."""
+        return weighted_raw(model_scores, feature_errors, self._weight, self.feature_mean)
 
     @classmethod
     def from_errors(

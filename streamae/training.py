@@ -291,7 +291,7 @@ def _fit_once(
     raw = None
     if score_all:
         scores, errors = _evaluate(model, scaled, config.batch_size)
-        raw = detector.error_stats.sample_raw(scores, errors)
+        raw = detector.error_stats.mean_raw(scores, errors)  # trimming reads error sizes
     detector.model = model.cpu().eval()
     return detector, raw
 

@@ -198,6 +198,21 @@ def test_trimming_drops_anomalies_in_the_warm_up_and_keeps_scores_sharp():
     assert median["trimmed"] > 0.8 * median["clean"]
 
 
+def test_trimming_reads_error_sizes_for_windows_too():
+    """A window's score is a tail probability of the larger of two statistics; trimming
+    judges the size of its mean error, as for vectors."""
+    rng = np.random.default_rng(4)
+    t = np.arange(3000)[:, None]
+    series = np.sin(t * 2 * np.pi / [40, 70]) + 0.05 * rng.normal(size=(3000, 2))
+    windows = np.lib.stride_tricks.sliding_window_view(series, 8, axis=0).transpose(0, 2, 1)
+    dirty = np.array(windows, dtype=np.float32)
+    rows = rng.choice(len(dirty), 60, replace=False)
+    dirty[rows, 3, 0] += 5.0  # one reading of 60 windows, ~7 standard deviations
+    trimmed = fit(dirty, "dense", SMALL, TrainConfig(seed=0, trim_outliers=True),
+                  device="cpu").trimmed
+    assert 40 <= trimmed <= 90, trimmed
+
+
 def test_trimming_is_off_by_default():
     dirty = correlated(600, seed=1)
     dirty[:20, 0] += 40.0
