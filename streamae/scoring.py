@@ -151,8 +151,9 @@ class ErrorStats:
         raw = weighted_raw(scores, errors, weight, f_mean)
         parts = None
         if errors.ndim == 3 and errors.shape[1] > 1:  # windows (N, L, D)
-            parts = (TailCalibration.fit(raw), TailCalibration.fit(peak_raw(errors, weight)))
-            raw = np.maximum(parts[0].scores(raw), parts[1].scores(peak_raw(errors, weight)))
+            peak = peak_raw(errors, weight)
+            parts = (TailCalibration.fit(raw), TailCalibration.fit(peak))
+            raw = np.maximum(parts[0].scores(raw), parts[1].scores(peak))
         return cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean, parts)
 
     def normalise_scores(self, raw: np.ndarray) -> np.ndarray:
