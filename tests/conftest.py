@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import random
 import socket
 import sys
 import uuid
@@ -37,15 +38,37 @@ def load_local_kafka():
     return load_script("local_kafka", "scripts/local_kafka.py")
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
-    """A port with a free neighbour too (the local broker's controller takes port + 1)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
+    """A port with a free neighbour too (the local broker's controller takes port + 1),
+    below the kernel's ephemeral range where it can: a port from that range can be taken by
+    any client's outgoing connection between this check and the broker binding it (CI saw
+    a broker's controller fail with "Address already in use")."""
+    try:
+        first_ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 0
+    rng = random.Random()
+    for _ in range(200):
+        if first_ephemeral > 12_000:
+            port = rng.randrange(10_000, first_ephemeral - 2)
+        else:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        if _bindable(port) and _bindable(port + 1):
+            return port
     raise RuntimeError("no free port pair found")
 
 
