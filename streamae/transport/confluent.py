@@ -426,17 +426,14 @@ class ConfluentConsumer:
         except FutureTimeout as exc:
             raise kerr.KafkaTimeoutError(f"commit not answered in {timeout_ms} ms") from exc
 
-    def commit_async(self, offsets: dict | None = None,
-                     callback: Callable[[dict, Any], None] | None = None) -> kfuture.Future:
+    def commit_async(self, offsets: dict | None = None) -> kfuture.Future:
         """A synchronous commit on the commit thread; the returned future (as kafka-python's)
-        is answered there, and so is ``callback(offsets, response)``, the response an
-        exception on failure. librdkafka's own async commit answers through the consumer
-        queue, behind every prefetched record: under backlog the answer (and so the next
-        commit) would wait for thousands of records."""
+        is answered there, with an exception on failure. librdkafka's own async commit
+        answers through the consumer queue, behind every prefetched record: under backlog
+        the answer (and so the next commit) would wait for thousands of records."""
         answer = kfuture.Future()
-        self._last_commit = self._commit_thread().submit(
-            self._commit_and_answer, offsets or {}, answer,
-            callback or (lambda _offsets, _response: None))
+        self._last_commit = self._commit_thread().submit(self._commit_and_answer,
+                                                         offsets or {}, answer)
         return answer
 
     def _commit_thread(self) -> ThreadPoolExecutor:
@@ -455,16 +452,13 @@ class ConfluentConsumer:
             if part.error is not None:
                 raise translate(part.error)
 
-    def _commit_and_answer(self, offsets: dict, answer: kfuture.Future,
-                           callback: Callable[[dict, Any], None]) -> None:
+    def _commit_and_answer(self, offsets: dict, answer: kfuture.Future) -> None:
         try:
             self._commit_now(offsets)
         except kerr.KafkaError as exc:
             answer.failure(exc)
-            callback(offsets, exc)
             return
         answer.success(offsets)
-        callback(offsets, offsets)
 
     # pausing
     def pause(self, *partitions: TopicPartition) -> None:
