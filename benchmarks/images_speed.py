@@ -60,7 +60,7 @@ from streamae.kafka_io import build_consumer, build_producer
 from streamae.live import ModelSlot, calibrated_threshold, load_live, train_detector
 from streamae.models import conv
 from streamae.pipeline import Daemon
-from streamae.scoring import Scorer
+from streamae.scoring import Scorer, limit_threads
 from streamae.settings import ModelSettings, Settings
 
 SIZE = 28
@@ -239,7 +239,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.ERROR)  # idempotence and metadata notices
     threads = Settings().torch_threads
-    torch.set_num_threads(threads)
+    limit_threads(threads)
     batches, digits = [int(b) for b in args.batches.split(",")], digit_list(args.digits)
     raw = load_digits()
     images, labels = upscaled(raw.images), raw.target

@@ -40,7 +40,7 @@ from streamae.drift import DriftMonitor  # noqa: E402
 from streamae.live import LiveModel, ModelSlot, calibrated_threshold, train_detector  # noqa: E402
 from streamae.metrics import Metrics  # noqa: E402
 from streamae.retrain import Retrainer  # noqa: E402
-from streamae.scoring import Scorer  # noqa: E402
+from streamae.scoring import Scorer, limit_threads  # noqa: E402
 from streamae.settings import (  # noqa: E402
     CheckpointSettings,
     DriftSettings,
@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--executor", choices=("auto", "thread", "process"), default="auto")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     data = correlated(max(args.train_windows, 4 * args.batch), args.dim)
     model = ModelSettings(epochs=10)
     threshold = ThresholdSettings()

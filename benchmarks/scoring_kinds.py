@@ -26,7 +26,7 @@ from PIL import Image
 
 from streamae.images import ImageDecoder
 from streamae.live import train_detector
-from streamae.scoring import Scorer
+from streamae.scoring import Scorer, limit_threads
 from streamae.settings import ModelSettings, Settings
 from streamae.windows import WindowBuilder
 
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16,64,256,1024")
     parser.add_argument("--seconds", type=float, default=0.5)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     batches = [int(b) for b in args.batches.split(",")]
     print(f"device={args.device} torch_threads={args.threads} torch={torch.__version__}")
     table = scoring_table(batches, args.device, args.seconds)

@@ -41,7 +41,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import torch
 from kafka import KafkaConsumer, KafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +55,7 @@ from streamae.kafka_io import build_consumer, build_producer, ensure_topics  # n
 from streamae.metrics import Metrics  # noqa: E402
 from streamae.pipeline import Daemon  # noqa: E402
 from streamae.retrain import Retrainer  # noqa: E402
+from streamae.scoring import limit_threads  # noqa: E402
 from streamae.settings import Settings, WindowSettings  # noqa: E402
 
 log = logging.getLogger("skab")
@@ -255,7 +255,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
     # Daemon.run subscribes again after settle(): kafka-python warns that nothing changed.
     logging.getLogger("kafka.consumer.subscription_state").setLevel(logging.ERROR)
-    torch.set_num_threads(1)
+    limit_threads(1)
     work = Path(tempfile.mkdtemp(prefix="streamae-skab-"))
     started = time.monotonic()
     try:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # skab_data, also when a test impo
 import skab_data as skab  # noqa: E402
 
 from streamae.replay import replay_rows  # noqa: E402
+from streamae.scoring import limit_threads  # noqa: E402
 from streamae.settings import Settings  # noqa: E402
 
 FIT_ROWS = skab.FIT_ROWS
@@ -99,7 +99,7 @@ class Tally(skab.Confusion):
 def evaluate(directory: Path, names: list[str],
              modes: tuple[str, ...] = tuple(MODES)) -> dict[str, Tally]:
     """Pooled confusion counts per mode over the named files."""
-    torch.set_num_threads(1)
+    limit_threads(1)
     tallies = {mode: Tally() for mode in modes}
     with tempfile.TemporaryDirectory() as tmp:
         for n, name in enumerate(names):

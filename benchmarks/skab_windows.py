@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # skab_data
@@ -87,7 +85,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("streamae", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    torch.set_num_threads(1)
+    from streamae.scoring import limit_threads
+
+    limit_threads(1)
     directory = args.dir or skab.data_dir(ROOT)
     if directory is None:
         print("SKAB data not found: set STREAMAE_SKAB_DIR", file=sys.stderr)

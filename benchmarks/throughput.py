@@ -214,11 +214,10 @@ def _timed(method: Callable, label: str, spent: dict[str, float]) -> Callable:
 def daemon_arm(count: int, ready_file: str | None) -> dict:
     """The daemon as ``streamae run`` wires it (model roles, drift, incidents), settings
     from the environment the parent set."""
-    import torch
-
     from streamae.kafka_io import build_consumer, build_producer
     from streamae.live import ModelSlot, load_live
     from streamae.pipeline import Daemon
+    from streamae.scoring import limit_threads
     from streamae.service import attach_model_roles, compacted_topics, connect, output_topics
     from streamae.settings import Settings
 
@@ -226,7 +225,7 @@ def daemon_arm(count: int, ready_file: str | None) -> dict:
     stages = time_stages() if os.environ.get("STREAMAE_BENCH_STAGES") else None
     connect(settings.kafka, output_topics(settings), threading.Event(),
             compacted_topics(settings))
-    torch.set_num_threads(settings.torch_threads)
+    limit_threads(settings.torch_threads)
     slot = ModelSlot()
     slot.swap(load_live(settings.checkpoints.directory, settings.device,
                         settings.batch.max_size))
@@ -315,11 +314,10 @@ def train_checkpoint(directory: Path, data: list[bytes]) -> None:
 
 def scoring_only(checkpoint: Path, floats: list[bytes]) -> list[tuple[int, float]]:
     """Vectors/s of the scorer alone by batch size (the chunk the daemon scores in)."""
-    import torch
-
     from streamae.live import load_live
+    from streamae.scoring import limit_threads
 
-    torch.set_num_threads(1)
+    limit_threads(1)
     scorer = load_live(checkpoint, "cpu", 4096).scorer
     data = np.stack([np.frombuffer(v, dtype="<f4") for v in floats[:4096]])
     figures = []

@@ -27,16 +27,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
 
 from streamae.calibration import TailCalibration
 from streamae.exceptions import CheckpointError, ModelError, ModelRejected
-from streamae.models import build_model
-from streamae.scoring import ErrorStats, parts_from_state, resolve_device
-from streamae.training import Detector, Scaler
+from streamae.models import KINDS, array_net
+from streamae.models.arrays import as_arrays
+from streamae.scaling import Scaler
+from streamae.scoring import Detector, ErrorStats, parts_from_state
 
 logger = logging.getLogger(__name__)
 
@@ -73,20 +73,17 @@ def _subsample(scores: np.ndarray) -> np.ndarray:
     return scores[keep]
 
 
-def _tensors(detector: Detector) -> dict[str, torch.Tensor]:
-    """Every array of a detector as contiguous CPU tensors, by prefixed name."""
-    tensors = {
-        f"model.{k}": v.detach().cpu().contiguous() for k, v in detector.model.state_dict().items()
-    }
+def _tensors(detector: Detector) -> dict[str, np.ndarray]:
+    """Every array of a detector, contiguous float32, by prefixed name."""
+    tensors = {f"model.{k}": v for k, v in as_arrays(detector.model).state_dict().items()}
     for name, array in detector.scaler.state().items():
-        tensors[f"scaler.{name}"] = torch.from_numpy(np.ascontiguousarray(array, np.float32))
+        tensors[f"scaler.{name}"] = array
     stats = detector.error_stats
     for name in ("feature_centre", "feature_scale", "feature_mean"):
-        array = np.ascontiguousarray(getattr(stats, name), np.float32)
-        tensors[f"error_stats.{name}"] = torch.from_numpy(array)
+        tensors[f"error_stats.{name}"] = getattr(stats, name)
     scores = np.asarray(detector.validation_scores, np.float32).ravel()
-    tensors["validation_scores"] = torch.from_numpy(np.ascontiguousarray(_subsample(scores)))
-    return tensors
+    tensors["validation_scores"] = _subsample(scores)
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}
 
 
 def _header(detector: Detector, threshold_state: dict, metadata: dict, version: int) -> dict:
@@ -120,7 +117,7 @@ def checkpoint_to_bytes(
         text = json.dumps(header, default=_jsonable, allow_nan=True)
     except TypeError as exc:
         raise CheckpointError(f"threshold state or metadata is not JSON-able: {exc}") from exc
-    return save_tensors(_tensors(detector), metadata={"streamae": text})
+    return save_arrays(_tensors(detector), metadata={"streamae": text})
 
 
 def _read_header(data: bytes) -> dict:
@@ -137,17 +134,17 @@ def _read_header(data: bytes) -> dict:
         raise CheckpointError(f"checkpoint header is not a streamae header: {exc}") from exc
 
 
-def _as_array(tensors: dict[str, torch.Tensor], name: str) -> np.ndarray:
-    """A named tensor as numpy, or CheckpointError when absent."""
+def _as_array(tensors: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """A named tensor, or CheckpointError when absent."""
     if name not in tensors:
         raise CheckpointError(f"checkpoint lacks tensor {name!r}")
-    return tensors[name].numpy()
+    return tensors[name]
 
 
-def _check_finite(tensors: dict[str, torch.Tensor]) -> None:
+def _check_finite(tensors: dict[str, np.ndarray]) -> None:
     """A NaN or infinite weight (or scaler, or statistic) makes every score meaningless."""
     for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if np.issubdtype(tensor.dtype, np.floating) and not np.isfinite(tensor).all():
             raise ModelRejected("non_finite", f"tensor {name!r} holds NaN or infinite values")
 
 
@@ -160,18 +157,19 @@ def _constructor_args(header: dict) -> dict:
     return args
 
 
-def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Checkpoint:
+def _build(header: dict, tensors: dict[str, np.ndarray]) -> Checkpoint:
     """Rebuild a detector from a parsed header and its tensors; every failure is ours."""
     if header.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint format {header.get('format')!r} != {FORMAT}")
     try:
-        shape = tuple(header["input_shape"])
-        model = build_model(header["kind"], shape, **_constructor_args(header))
+        shape = tuple(int(s) for s in header["input_shape"])
+        if header["kind"] not in KINDS:
+            raise ModelError(f"unknown model kind {header['kind']!r}")
         weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        model.load_state_dict(weights, strict=True)
+        model = array_net(header["kind"], shape, _constructor_args(header), weights)
         _check_finite(tensors)
         scaler = Scaler.from_state(
-            {n[7:]: t.numpy() for n, t in tensors.items() if n.startswith("scaler.")})
+            {n[7:]: t for n, t in tensors.items() if n.startswith("scaler.")})
         sample_stats = header["error_stats"]
         stats = ErrorStats(
             method=sample_stats["method"],
@@ -185,7 +183,7 @@ def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Check
                                           stats.feature_mean)):
             raise CheckpointError(f"error statistics do not match input shape {shape}")
         detector = Detector(
-            model=model.to(resolve_device(device)).eval(),
+            model=model,
             scaler=scaler,
             error_stats=stats,
             train_loss=float(header["train_loss"]),
@@ -202,14 +200,14 @@ def _build(header: dict, tensors: dict[str, torch.Tensor], device: str) -> Check
         raise CheckpointError(f"checkpoint does not describe a valid model: {exc}") from exc
 
 
-def checkpoint_from_bytes(data: bytes, device: str = "auto") -> Checkpoint:
+def checkpoint_from_bytes(data: bytes) -> Checkpoint:
     """Inverse of ``checkpoint_to_bytes``; CheckpointError on anything malformed."""
     header = _read_header(data)
     try:
-        tensors = load_tensors(data)
+        tensors = load_arrays(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint tensors are corrupt: {exc}") from exc
-    return _build(header, tensors, device)
+    return _build(header, tensors)
 
 
 # -- the directory of versions ---------------------------------------------------------------
@@ -288,7 +286,7 @@ def _prune(directory: Path, keep: int, protect: frozenset[int] = frozenset()) ->
             logger.debug("checkpoint_pruned path=%s", path)
 
 
-def load_version(directory: Path, version: int, device: str = "auto") -> Checkpoint:
+def load_version(directory: Path, version: int) -> Checkpoint:
     """Load one complete version; CheckpointError when missing, corrupt or mismatched."""
     weights_path, json_path = _paths(Path(directory), version)
     try:
@@ -300,13 +298,13 @@ def load_version(directory: Path, version: int, device: str = "auto") -> Checkpo
         raise CheckpointError(f"checkpoint version {version} unreadable: {exc}") from exc
     if not isinstance(header, dict) or header.get("sha256") != hashlib.sha256(blob).hexdigest():
         raise CheckpointError(f"checkpoint version {version}: weights do not match its JSON")
-    checkpoint = checkpoint_from_bytes(blob, device)
+    checkpoint = checkpoint_from_bytes(blob)
     if checkpoint.version != version:
         raise CheckpointError(f"file version {version} holds version {checkpoint.version}")
     return checkpoint
 
 
-def load_newest_intact(directory: Path, device: str = "auto",
+def load_newest_intact(directory: Path,
                        on_reject: Callable[[int, CheckpointError], None] | None = None,
                        build: Callable[[Checkpoint], T] = lambda checkpoint: checkpoint,
                        ) -> T | None:
@@ -316,16 +314,16 @@ def load_newest_intact(directory: Path, device: str = "auto",
     complete, _ = _scan(Path(directory))
     for version in reversed(complete):
         try:
-            return build(load_version(directory, version, device))
+            return build(load_version(directory, version))
         except CheckpointError as exc:
             if on_reject is not None:
                 on_reject(version, exc)
     return None
 
 
-def load_latest(directory: Path, device: str = "auto") -> Checkpoint | None:
+def load_latest(directory: Path) -> Checkpoint | None:
     """The newest complete version, or None when there is none yet."""
     complete, _ = _scan(Path(directory))
     if not complete:
         return None
-    return load_version(directory, complete[-1], device)
+    return load_version(directory, complete[-1])

@@ -200,8 +200,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
 def _checkpoint(args: argparse.Namespace, settings: Settings) -> Checkpoint:
     from streamae.checkpoints import load_latest
 
-    checkpoint = load_latest(args.checkpoints or settings.checkpoints.directory,
-                             device=settings.device)
+    checkpoint = load_latest(args.checkpoints or settings.checkpoints.directory)
     if checkpoint is None:
         raise StreamaeError("no checkpoint found; run `streamae train` or the daemon first")
     return checkpoint
@@ -418,9 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamae: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    import torch
+    from streamae.scoring import limit_threads
 
-    torch.set_num_threads(settings.torch_threads)
+    limit_threads(settings.torch_threads)
     with contextlib.suppress(AttributeError):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:

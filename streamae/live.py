@@ -3,7 +3,8 @@
 A ``LiveModel`` is immutable: the daemon reads the current one once per batch, so a swap
 (by the retrainer or a checkpoint arriving from the model topic) never splits a batch.
 Cold start, retraining and ``streamae train`` all call ``train_detector`` and
-``calibrated_threshold``, so a model is always built the same way.
+``calibrated_threshold``, so a model is always built the same way. Training (and torch) is
+imported only where a model is trained: a CPU scoring process never loads torch.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamae.checkpoints import Checkpoint, load_newest_intact
 from streamae.exceptions import CheckpointError, ModelRejected
 from streamae.metrics import Metrics
-from streamae.scoring import Scorer
+from streamae.scoring import Detector, Scorer
 from streamae.settings import ModelSettings, ThresholdSettings
 from streamae.thresholds import Threshold, build_threshold, threshold_from_state
-from streamae.training import Detector, TrainConfig, fit
 from streamae.windows import Profile, WindowUnits, profiles_from_json
+
+if TYPE_CHECKING:
+    from streamae.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,8 @@ def model_args(model: ModelSettings) -> dict:
 
 
 def train_config(model: ModelSettings, normalisation: str = "robust_z") -> TrainConfig:
+    from streamae.training import TrainConfig
+
     return TrainConfig(
         error_method=normalisation,
         epochs=model.epochs,
@@ -99,6 +105,8 @@ def train_detector(data: np.ndarray, model: ModelSettings, device: str,
                    stop: threading.Event | None = None,
                    normalisation: str = "robust_z") -> Detector:
     """``normalisation`` (threshold settings) decides how errors become z-scores."""
+    from streamae.training import fit
+
     config = train_config(model, normalisation)
     return fit(data, model.kind, model_args(model), config, device=device, progress=progress,
                stop=stop)
@@ -162,5 +170,5 @@ def load_live(directory: Path, device: str, max_batch: int,
         if metrics is not None:
             metrics.models_rejected.labels(reason=reason).inc()
 
-    return load_newest_intact(directory, device=device, on_reject=rejected,
+    return load_newest_intact(directory, on_reject=rejected,
                               build=lambda ck: live_from_checkpoint(ck, device, max_batch))

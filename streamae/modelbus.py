@@ -173,7 +173,7 @@ class ModelSubscriber:
 
     def _load(self, record: Any, version: int) -> int | None:
         try:
-            checkpoint = checkpoint_from_bytes(record.value or b"", self.device)
+            checkpoint = checkpoint_from_bytes(record.value or b"")
             if checkpoint.version != version:
                 raise ModelRejected("version_mismatch", f"header says {version}, checkpoint "
                                                         f"holds {checkpoint.version}")

@@ -36,7 +36,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from streamae.checkpoints import checkpoint_to_bytes, load_version, save_checkpoint
 from streamae.drift import stable
@@ -48,7 +47,6 @@ from streamae.live import (
     ModelSlot,
     calibrated_threshold,
     live_from_checkpoint,
-    train_config,
     train_detector,
 )
 from streamae.metrics import Metrics
@@ -63,11 +61,10 @@ from streamae.reference import (
     target_rate,
 )
 from streamae.rollback import Check, Watch, change, should_roll_back
-from streamae.scoring import Scorer, resolve_device
+from streamae.scoring import Detector, Scorer, recalibrate, resolve_device
 from streamae.settings import CheckpointSettings, ModelSettings, RetrainSettings, ThresholdSettings
 from streamae.thresholds import AlarmRate, Threshold
-from streamae.trainer_process import ProcessTrainer
-from streamae.training import Detector, TrainConfig, recalibrate
+from streamae.trainer_process import ProcessTrainer, runs_in_process
 from streamae.windows import Profile, profiles_to_json
 
 log = logging.getLogger(__name__)
@@ -136,7 +133,7 @@ class Retrainer:
         self.key_profiles: Callable[[], dict[str, Profile] | None] = lambda: None
         self._profiles_json: dict | None = None  # None: windows are not profiled
         self._process: ProcessTrainer | None = None
-        if train is None and settings.enabled and _executor(settings, device) == "process":
+        if train is None and settings.enabled and runs_in_process(settings.executor, device):
             self._process = ProcessTrainer(model, device, settings.train_threads,
                                            threshold.normalisation, settings.start_method,
                                            settings.stop_grace_s)
@@ -324,8 +321,10 @@ class Retrainer:
     def _stream(self):  # a context manager
         """Train on a CUDA stream of its own, so scoring kernels are not queued behind it."""
         device = resolve_device(self.device)
-        if device.type != "cuda":
+        if not device.startswith("cuda"):
             return nullcontext()
+        import torch  # a GPU's process has torch already: it scores with it
+
         return torch.cuda.stream(torch.cuda.Stream(device))
 
     def _fit(self, data: np.ndarray) -> Detector:
@@ -346,7 +345,8 @@ class Retrainer:
         if len(normal) >= 2 * self.settings.min_windows:
             # Half of it calibrates the score (the gated buffer lacks normal's tail), the
             # other half judges the false-alarm rate.
-            detector = recalibrate(detector, normal[0::2], self._train_config)
+            detector = recalibrate(Scorer(detector, self.device, self.max_batch),
+                                   normal[0::2], self.threshold_settings.normalisation)
             normal = normal[1::2]
         challenger = Scorer(detector, self.device, self.max_batch)
         scores = challenger.score(recent).scores if len(recent) else np.zeros(0, np.float32)
@@ -439,13 +439,13 @@ class Retrainer:
         None when the live model is its own anchor or the anchor cannot be loaded."""
         directory = self.checkpoints.directory
         try:
-            anchor = load_version(directory, live.version, "cpu").metadata.get("anchor")
+            anchor = load_version(directory, live.version).metadata.get("anchor")
         except CheckpointError:
             return None  # not a checkpoint of this directory: its own anchor
         if not isinstance(anchor, int) or anchor == live.version:
             return None
         try:
-            restored = live_from_checkpoint(load_version(directory, anchor, self.device),
+            restored = live_from_checkpoint(load_version(directory, anchor),
                                             self.device, self.max_batch)
         except CheckpointError as exc:
             log.warning("event=anchor_not_restored version=%d error=%r fallback=live_model",
@@ -470,7 +470,9 @@ class Retrainer:
                                   protect=() if anchor is None else (anchor,))
         self._published.add(version)
         self._publish_blob(detector, state, metadata, version)
-        if scorer.device.type == "cuda":  # weights were copied on the training stream
+        if scorer.device.startswith("cuda"):  # weights were copied on the training stream
+            import torch
+
             torch.cuda.current_stream(scorer.device).synchronize()
         if watch is not None:
             self._watch = Watch(version, watch, self.rate.rate,
@@ -502,17 +504,7 @@ class Retrainer:
         except Exception as exc:  # local serving goes on; replicas catch up
             log.exception("event=model_publish_failed version=%d error=%r", version, exc)
 
-    @property
-    def _train_config(self) -> TrainConfig:
-        return train_config(self.model_settings, self.threshold_settings.normalisation)
-
     def _train_default(self, data: np.ndarray, stop: threading.Event) -> Detector:
         return train_detector(data, self.model_settings, self.device, None, stop,
                               self.threshold_settings.normalisation)
 
-
-def _executor(settings: RetrainSettings, device: str) -> str:
-    """"auto": a thread on CUDA (its own stream), a process on CPU (its own GIL)."""
-    if settings.executor != "auto":
-        return settings.executor
-    return "thread" if resolve_device(device).type == "cuda" else "process"

@@ -1,28 +1,38 @@
-"""The device-resident scorer and what turns raw errors into explainable numbers.
+"""The scorer, the detector it serves, and what turns raw errors into explainable numbers.
 
 Raw reconstruction errors mean nothing on their own: they depend on the model, the data
 and its scale. ``ErrorStats`` remembers how large they were on held-out normal data: the
 sample score becomes ``-log10`` of its tail probability among normal errors (see
 ``calibration``), so a score of 4 means "one normal reading in 10,000 is this extreme" for
 any model, and per-feature z-scores say which inputs an alert is about.
+
+Nothing here imports torch: on a CPU the network runs in numpy (``models.arrays``), and
+only images (where torch's convolutions are 4.6x faster) or a GPU load torch.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
+import os
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
-import torch
 
 from streamae.calibration import TailCalibration
 from streamae.exceptions import ModelError
+from streamae.models.arrays import ArrayNet, as_arrays
+from streamae.scaling import Scaler
 from streamae.windows import MAD_TO_SIGMA
 
 if TYPE_CHECKING:
-    from streamae.training import Detector
+    from streamae.models.base import AutoEncoder
+    from streamae.models.device import DeviceNet
+
+    Network = Union[AutoEncoder, ArrayNet]  # noqa: UP007 - a forward reference
 
 logger = logging.getLogger(__name__)
 
@@ -35,19 +45,50 @@ RELATIVE_FLOOR = 0.1
 # ones spill the activations out of the cache (28x28: 1,024 at a chunk run ~0.4x the rate of
 # 256, benchmarks/images_speed.py). A GPU takes the batch whole.
 CPU_CONV_CHUNK = 256
+# Where a GPU shows itself to a process (Linux, NVIDIA): without it CUDA cannot be there, and
+# asking torch would cost a CPU scorer torch's ~550 MB for a "no".
+NVIDIA_DEVICE = Path("/dev/nvidiactl")
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without it is an error, not a fallback."""
+def cuda_available() -> bool:
+    """Whether torch would find a GPU; torch is imported only where one may be."""
+    if "torch" not in sys.modules and not NVIDIA_DEVICE.exists():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(name: str) -> str:
+    """'auto' picks CUDA when present; asking for CUDA without it is an error, not a fallback.
+    The answer is a torch device string: 'cpu', 'cuda' or 'cuda:N'."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return "cuda" if cuda_available() else "cpu"
     if name == "cpu":
-        return torch.device("cpu")
+        return "cpu"
     if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
+        if not cuda_available():
             raise ModelError(f"device {name!r} requested but CUDA is not available")
-        return torch.device(name)
+        return name
     raise ModelError(f"unknown device {name!r}; expected 'auto', 'cpu' or 'cuda[:N]'")
+
+
+def limit_threads(threads: int) -> None:
+    """Compute threads per process (``STREAMAE_TORCH_THREADS``): numpy's BLAS, which scores
+    on a CPU, now (OpenBLAS would spin a thread per core); torch wherever it is imported
+    later (it reads ``OMP_NUM_THREADS`` when it loads) or already was."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads, user_api="blas")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def runs_in_torch(kind: str, device: str) -> bool:
+    """A GPU, or images on a CPU (torch's convolutions: 110 us per 28x28 image against
+    numpy's 510); everything else scores in numpy at torch's speed (0.75-1.5x)."""
+    return device != "cpu" or kind == "conv"
 
 
 def _centre_scale(values: np.ndarray, method: ErrorMethod) -> tuple[np.ndarray, np.ndarray]:
@@ -205,6 +246,26 @@ def parts_from_state(state: dict) -> tuple[TailCalibration, TailCalibration] | N
 
 
 @dataclass
+class Detector:
+    """A trained model with what it takes to score: scaler and normal error statistics.
+
+    ``model`` is a torch ``AutoEncoder`` where it was trained, an ``ArrayNet`` where it was
+    loaded from a checkpoint; ``Scorer`` runs either on the right engine."""
+
+    model: Network
+    scaler: Scaler
+    error_stats: ErrorStats
+    train_loss: float
+    val_loss: float
+    validation_scores: np.ndarray  # raw per-sample scores of the validation split
+    epochs_run: int
+    # Share of held-out samples with a synthetic 6-sigma spike that score above 3 (None:
+    # not measured, e.g. loaded from a checkpoint).
+    spike_sensitivity: float | None = None
+    trimmed: int = 0  # training samples dropped as far outside the bulk (see ``fit``)
+
+
+@dataclass
 class ScoreBatch:
     """Scores of one batch, everything in numpy and in the input's original units."""
 
@@ -216,26 +277,30 @@ class ScoreBatch:
     unseen: np.ndarray | None = None  # (B, *shape) bools: constant-in-training, now changed
 
 
-def chunk_size(kind: str, device: torch.device, max_batch: int) -> int:
+def chunk_size(kind: str, device: str, max_batch: int) -> int:
     """How many samples one forward pass takes: ``max_batch``, capped for images on CPU."""
-    if kind == "conv" and device.type == "cpu":
+    if kind == "conv" and device == "cpu":
         return min(max_batch, CPU_CONV_CHUNK)
     return max_batch
 
 
 class Scorer:
-    """Holds its own copy of a detector's model on a device, in eval mode.
-
-    The copy means the retrainer can keep working on its detector while this one serves.
-    """
+    """A detector's network, ready on its engine: numpy on a CPU, torch on a GPU or for
+    images (its own copy on the device, so the retrainer can go on with its detector)."""
 
     def __init__(self, detector: Detector, device: str = "auto", max_batch: int = 4096):
         self.detector = detector
         self.device = resolve_device(device)
-        self.max_batch = chunk_size(detector.model.kind, self.device, max_batch)
-        self.model = copy.deepcopy(detector.model).to(self.device).eval()
-        self.kind = self.model.kind
-        self.input_shape = self.model.input_shape
+        self.kind = detector.model.kind
+        self.input_shape = tuple(detector.model.input_shape)
+        self.max_batch = chunk_size(self.kind, self.device, max_batch)
+        self.network: ArrayNet | DeviceNet
+        if runs_in_torch(self.kind, self.device):
+            from streamae.models.device import DeviceNet
+
+            self.network = DeviceNet(detector.model, self.device)
+        else:
+            self.network = as_arrays(detector.model)
 
     def _check(self, batch: np.ndarray) -> np.ndarray:
         """Float32 array shaped (B, *input_shape), or ModelError."""
@@ -244,20 +309,21 @@ class Scorer:
             raise ModelError(f"batch shape {array.shape} does not fit (B, *{self.input_shape})")
         return array
 
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        """Scale on the host and move to the device in one copy."""
-        scaled = self.detector.scaler.transform(array)
-        return torch.from_numpy(np.ascontiguousarray(scaled)).to(self.device)
+    def _chunks(self, array: np.ndarray) -> list[np.ndarray]:
+        """Scaled slices of at most ``max_batch`` samples (at least one, maybe empty)."""
+        return [self.detector.scaler.transform(array[start : start + self.max_batch])
+                for start in range(0, max(len(array), 1), self.max_batch)]
+
+    def analyse(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The network's pass in scaled units, chunked: (reconstruction, latent, model
+        scores, feature errors)."""
+        parts = [self.network.analyse(chunk) for chunk in self._chunks(self._check(batch))]
+        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
     def score(self, batch: np.ndarray) -> ScoreBatch:
         """Score a batch in original units (chunked by ``max_batch``)."""
         array = self._check(batch)
-        parts = []
-        with torch.inference_mode():
-            for start in range(0, max(len(array), 1), self.max_batch):
-                result = self.model.analyse(self._to_device(array[start : start + self.max_batch]))
-                parts.append([t.float().cpu().numpy() for t in result])
-        recon, latent, model_raw, errors = (np.concatenate(p) for p in zip(*parts, strict=True))
+        recon, latent, model_raw, errors = self.analyse(array)
         stats, scaler = self.detector.error_stats, self.detector.scaler
         raw = stats.sample_raw(model_raw, errors)
         return ScoreBatch(
@@ -271,13 +337,19 @@ class Scorer:
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """Latent vectors (B, latent_size); the posterior mean for variational models."""
-        array = self._check(batch)
-        with torch.inference_mode():
-            parts = [
-                self.model.encode(self._to_device(array[i : i + self.max_batch])).cpu().numpy()
-                for i in range(0, max(len(array), 1), self.max_batch)
-            ]
-        return np.concatenate(parts)
+        chunks = self._chunks(self._check(batch))
+        return np.concatenate([self.network.encode(chunk) for chunk in chunks])
+
+
+def recalibrate(scorer: Scorer, normal: np.ndarray, method: ErrorMethod) -> Detector:
+    """The scorer's detector with its error statistics fitted on ``normal``, data it was not
+    trained on. A retrain learns from gated readings, which lack the top percent of normal
+    (the gate's cut): its own validation split then has no tail, and every reading's tail
+    probability came out too small (false alarms 15-45x the target after a few versions)."""
+    _, _, model_scores, errors = scorer.analyse(normal)
+    stats = ErrorStats.from_errors(model_scores, errors, method)
+    return dataclasses.replace(scorer.detector, error_stats=stats,
+                               validation_scores=stats.sample_raw(model_scores, errors))
 
 
 def sample(detector: Detector, n: int, device: str = "auto", seed: int = 0) -> np.ndarray:
@@ -285,12 +357,8 @@ def sample(detector: Detector, n: int, device: str = "auto", seed: int = 0) -> n
     model = detector.model
     if not model.variational:
         raise ModelError(f"model kind {model.kind!r} is not variational; cannot sample")
-    target = resolve_device(device)
-    generator = torch.Generator().manual_seed(seed)
-    work = copy.deepcopy(model).to(target).eval()
-    with torch.inference_mode():
-        scaled = work.sample(n, generator=generator).cpu().numpy()
-    return detector.scaler.inverse(scaled)
+    z = np.random.default_rng(seed).standard_normal((n, model.latent_size), np.float32)
+    return detector.scaler.inverse(Scorer(detector, device).network.decode(z))
 
 
 def top_features(

@@ -317,8 +317,9 @@ class Settings(BaseSettings):
     # "summary": one INFO line every 10 s with the anomalies since (each at DEBUG);
     # "each": one INFO line per anomaly (the quickstart's demo), costly under load.
     anomaly_log: Literal["summary", "each"] = "summary"
-    # torch intra-op threads. 1 keeps small models fast and leaves a core to the
-    # background trainer; raise it for large conv models on a many-core node.
+    # Compute threads: numpy's BLAS (CPU scoring) and torch's intra-op threads (training,
+    # images). 1 keeps small models fast and leaves a core to the background trainer;
+    # raise it for large conv models on a many-core node.
     torch_threads: int = Field(1, ge=1, le=256)
     kafka: KafkaSettings = KafkaSettings()
     input: InputSettings = InputSettings()

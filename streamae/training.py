@@ -8,7 +8,6 @@ sigmas. Data arrives in original units; nothing here knows about Kafka or settin
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import threading
@@ -20,13 +19,14 @@ import numpy as np
 import torch
 
 from streamae.exceptions import ModelError
-from streamae.models import AutoEncoder, build_model
+from streamae.models import build_model
+from streamae.models.base import AutoEncoder
 from streamae.scaling import Centring, Scaler
-from streamae.scoring import ErrorMethod, ErrorStats, resolve_device
+from streamae.scoring import Detector, ErrorMethod, ErrorStats, resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Detector", "Plateau", "Scaler", "TrainConfig", "fit", "resolve_device"]
+__all__ = ["Plateau", "TrainConfig", "fit"]
 
 MIN_SAMPLES = 4
 ROUND_STEPS = 50  # an "epoch" on small data repeats passes until this many steps
@@ -53,23 +53,6 @@ class TrainConfig:
     error_method: ErrorMethod = "robust_z"  # how ErrorStats normalises feature errors
     centre: Centring = "auto"  # windows: which features are judged by shape, not level
     trim_outliers: bool = False  # drop samples far outside the bulk and refit (see ``fit``)
-
-
-@dataclass
-class Detector:
-    """A trained model with what it takes to score: scaler and normal error statistics."""
-
-    model: AutoEncoder
-    scaler: Scaler
-    error_stats: ErrorStats
-    train_loss: float
-    val_loss: float
-    validation_scores: np.ndarray  # raw per-sample scores of the validation split
-    epochs_run: int
-    # Share of held-out samples with a synthetic 6-sigma spike that score above 3 (None:
-    # not measured, e.g. loaded from a checkpoint).
-    spike_sensitivity: float | None = None
-    trimmed: int = 0  # training samples dropped as far outside the bulk (see ``fit``)
 
 
 def _check_data(data: np.ndarray) -> np.ndarray:
@@ -294,18 +277,6 @@ def _fit_once(
         raw = detector.error_stats.mean_raw(scores, errors)  # trimming reads error sizes
     detector.model = model.cpu().eval()
     return detector, raw
-
-
-def recalibrate(detector: Detector, normal: np.ndarray, config: TrainConfig) -> Detector:
-    """The same model with its error statistics fitted on ``normal``, data it was not
-    trained on. A retrain learns from gated readings, which lack the top percent of normal
-    (the gate's cut): its own validation split then has no tail, and every reading's tail
-    probability came out too small (false alarms 15-45x the target after a few versions)."""
-    model = detector.model.eval()
-    device = next(model.parameters()).device
-    scaled = torch.from_numpy(detector.scaler.transform(_check_data(normal))).to(device)
-    stats, raw = _error_stats(model, scaled, config)
-    return dataclasses.replace(detector, error_stats=stats, validation_scores=raw)
 
 
 def _error_stats(model: AutoEncoder, x: torch.Tensor,

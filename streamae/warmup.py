@@ -2,7 +2,9 @@
 
 While the first model trains, the consumer's partitions are paused and the loop keeps
 polling (so the group does not rebalance and nothing more piles up in memory). The
-gathered samples stay uncommitted until they are scored: no message goes unscored.
+gathered samples stay uncommitted until they are scored: no message goes unscored. On a
+CPU the first model trains in a child process, as retrains do (``trainer_process``), so
+torch never enters the scoring process.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -26,8 +29,9 @@ from streamae.live import (
     train_detector,
 )
 from streamae.metrics import Metrics
-from streamae.scoring import Scorer
+from streamae.scoring import Detector, Scorer
 from streamae.settings import Settings
+from streamae.trainer_process import ProcessTrainer, Progress, runs_in_process
 from streamae.windows import profiles_to_json
 
 log = logging.getLogger(__name__)
@@ -93,9 +97,17 @@ class ColdStart:
         log.info("event=cold_start_training samples=%d shape=%s kind=%s", len(data),
                  data.shape[1:], model.kind)
         self._epoch, self._logged_at = 0, 0.0
-        self._training = self._executor.submit(
-            train_detector, data, model, self.settings.device, self._progress, self._stop,
-            self.settings.threshold.normalisation)
+        self._training = self._executor.submit(self._trainer(), data, self._stop,
+                                               self._progress)
+
+    def _trainer(self) -> Callable[[np.ndarray, threading.Event, Progress], Detector]:
+        """A training process on a CPU, the cold-start thread itself on a GPU (as retrains)."""
+        s = self.settings
+        if runs_in_process(s.retrain.executor, s.device):
+            return ProcessTrainer(s.model, s.device, s.torch_threads, s.threshold.normalisation,
+                                  s.retrain.start_method, s.retrain.stop_grace_s)
+        return lambda data, stop, progress: train_detector(
+            data, s.model, s.device, progress, stop, s.threshold.normalisation)
 
     def _progress(self, epoch: int, val_loss: float) -> None:
         """After each epoch (on the training thread): log at INFO at most every

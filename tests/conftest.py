@@ -91,12 +91,14 @@ def unavailable(reason: str) -> None:
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread() -> Iterator[None]:
     """The daemon's default (STREAMAE_TORCH_THREADS=1): tiny models only lose from more
-    intra-op threads, badly so on a loaded 2-core machine."""
+    intra-op threads, badly so on a loaded 2-core machine (torch's and numpy's BLAS)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1, user_api="blas"):
+        yield
     torch.set_num_threads(before)
 
 

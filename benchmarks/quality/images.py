@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
@@ -31,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from streamae.live import train_detector
-from streamae.scoring import Scorer, worst_patches
+from streamae.scoring import Scorer, limit_threads, worst_patches
 from streamae.settings import Settings
 
 SIZE = 16
@@ -53,7 +52,7 @@ def main() -> int:
     digits = load_digits()
     images, labels = upscaled(digits.images), digits.target
     settings = Settings(model={"kind": "conv"})
-    torch.set_num_threads(settings.torch_threads)  # the daemon's default
+    limit_threads(settings.torch_threads)  # the daemon's default
     threshold = -np.log10(settings.threshold.false_alarm_rate)
     rng = np.random.default_rng(0)
     print("| digit | conv AUC | PCA AUC | recall @1e-4 | FAR on normal | max region z |")

@@ -102,7 +102,7 @@ def _checkpoint(directory: Path | None, settings: Settings) -> tuple[object, lis
     from streamae.checkpoints import load_latest
     from streamae.live import live_from_checkpoint
 
-    checkpoint = load_latest(directory, device=settings.device)
+    checkpoint = load_latest(directory)
     if checkpoint is None:
         raise StreamaeError(f"no checkpoint in {directory}")
     live = live_from_checkpoint(checkpoint, settings.device, settings.batch.max_size)

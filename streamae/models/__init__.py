@@ -12,6 +12,10 @@ Kinds and which options they honour:
 
 ``model.constructor_args()`` records the effective options, so
 ``build_model(model.kind, model.input_shape, **model.constructor_args())`` rebuilds it.
+
+This package's top level imports no torch: a CPU scoring process evaluates trained
+networks with numpy (``arrays``) and never pays for torch; ``build_model`` and
+``to_torch`` import the torch modules when called.
 """
 
 from __future__ import annotations
@@ -19,27 +23,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from streamae.exceptions import ModelError
-from streamae.models.base import AutoEncoder
-from streamae.models.conv import DOWNSAMPLES, Conv1dAutoEncoder, ConvAutoEncoder, ConvConfig
-from streamae.models.dense import DenseAutoEncoder, DenseConfig
-from streamae.models.vae import DenseVAE
+from streamae.models.arrays import ArrayNet, array_net
+
+if TYPE_CHECKING:
+    from streamae.models.base import AutoEncoder
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("dense", "denoising", "vae", "conv", "conv1d")
+DOWNSAMPLES = ("pool", "stride")
 
-__all__ = [
-    "KINDS",
-    "AutoEncoder",
-    "Conv1dAutoEncoder",
-    "ConvAutoEncoder",
-    "DenseAutoEncoder",
-    "DenseVAE",
-    "build_model",
-    "default_latent_size",
-]
+__all__ = ["KINDS", "ArrayNet", "array_net", "build_model", "default_latent_size", "to_torch"]
 
 
 def _check_args(
@@ -107,6 +104,9 @@ def build_model(
     hidden = tuple(int(h) for h in hidden_sizes)
     _check_args(shape, hidden, latent_size, noise_std, mask_probability, beta)
     if kind in ("dense", "denoising", "vae"):
+        from streamae.models.dense import DenseAutoEncoder, DenseConfig
+        from streamae.models.vae import DenseVAE
+
         if not hidden:
             raise ModelError("dense models need at least one hidden size")
         corrupting = kind == "denoising"
@@ -140,6 +140,8 @@ def _build_conv(
     downsample: str,
 ) -> AutoEncoder:
     """The conv branch of ``build_model``: checks the rank the kind needs."""
+    from streamae.models.conv import Conv1dAutoEncoder, ConvAutoEncoder, ConvConfig
+
     rank = 3 if kind == "conv" else 2
     if len(shape) != rank:
         layout = "(C, H, W)" if kind == "conv" else "(L, D)"
@@ -162,3 +164,13 @@ def _build_conv(
     model = ConvAutoEncoder(config) if kind == "conv" else Conv1dAutoEncoder(config)
     logger.debug("model_built kind=%s input_shape=%s variational=%s", kind, shape, variational)
     return model
+
+
+def to_torch(network: ArrayNet) -> AutoEncoder:
+    """The torch model with ``network``'s weights (on the CPU, in eval mode)."""
+    import torch
+
+    model = build_model(network.kind, network.input_shape, **network.constructor_args())
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in network.state_dict().items()},
+                          strict=True)
+    return model.eval()

@@ -13,9 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-# A log-variance outside this range means a collapsed or exploding posterior; clamping
-# keeps exp() finite without changing any sensible value.
-LOGVAR_MIN, LOGVAR_MAX = -10.0, 10.0
+from streamae.models.arrays import LOGVAR_MAX, LOGVAR_MIN, describe
 
 
 class Analysis(NamedTuple):
@@ -106,12 +104,7 @@ class AutoEncoder(nn.Module):
     def description(self) -> str:
         """What runs, for events and logs: the kind plus what its options add
         (``conv+denoising``, ``conv1d+variational``); ``kind`` alone rebuilds it."""
-        parts = [self.kind]
-        if self.variational and self.kind != "vae":
-            parts.append("variational")
-        if (self.noise_std > 0 or self.mask_probability > 0) and self.kind != "denoising":
-            parts.append("denoising")
-        return "+".join(parts)
+        return describe(self.kind, self.constructor_args())
 
     @property
     def num_features(self) -> int:

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 from streamae.models.base import AutoEncoder
 
 Downsample = Literal["pool", "stride"]
-DOWNSAMPLES = ("pool", "stride")
 
 
 @dataclass(frozen=True)

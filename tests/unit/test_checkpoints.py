@@ -17,8 +17,8 @@ from streamae.checkpoints import (
     save_checkpoint,
 )
 from streamae.exceptions import CheckpointError
-from streamae.scoring import Scorer
-from streamae.training import Detector, TrainConfig, fit
+from streamae.scoring import Detector, Scorer
+from streamae.training import TrainConfig, fit
 
 THRESHOLD = {"method": "spot", "level": 3.5, "history": [1.0, 2.0]}
 
@@ -48,7 +48,7 @@ def save(directory, detector, keep=5) -> int:
 def test_round_trip_scores_identically(tmp_path, detectors, kind):
     detector, batch = detectors[kind]
     version = save(tmp_path, detector)
-    loaded = load_latest(tmp_path, device="cpu")
+    loaded = load_latest(tmp_path)
     assert loaded is not None and loaded.version == version == 1
     assert loaded.threshold_state == THRESHOLD and loaded.metadata == {"topic": "in"}
     assert loaded.detector.model.constructor_args() == detector.model.constructor_args()
@@ -63,7 +63,7 @@ def test_round_trip_scores_identically(tmp_path, detectors, kind):
 def test_bytes_round_trip(detectors):
     detector, batch = detectors["conv1d"]
     blob = checkpoint_to_bytes(detector, THRESHOLD, {"a": np.float32(1.5)}, version=7)
-    loaded = checkpoint_from_bytes(blob, device="cpu")
+    loaded = checkpoint_from_bytes(blob)
     assert loaded.version == 7 and loaded.metadata == {"a": 1.5}
     np.testing.assert_array_equal(
         Scorer(detector, "cpu").score(batch).raw_scores,
@@ -83,7 +83,7 @@ def test_incomplete_writes_are_ignored(tmp_path, detectors):
     save(tmp_path, detector)
     (tmp_path / "model-000002.json.tmp-123").write_text("{half")
     (tmp_path / "model-000003.safetensors").write_bytes(b"no json beside me")
-    loaded = load_latest(tmp_path, device="cpu")
+    loaded = load_latest(tmp_path)
     assert loaded is not None and loaded.version == 1
     assert save(tmp_path, detector) == 4  # versions only grow, past the orphan too
 
@@ -99,8 +99,8 @@ def test_keep_prunes_old_versions_and_versions_only_grow(tmp_path, detectors):
         "model-000004.json",
         "model-000004.safetensors",
     ]
-    assert load_latest(tmp_path, "cpu").version == 4
-    assert load_version(tmp_path, 3, "cpu").version == 3
+    assert load_latest(tmp_path).version == 4
+    assert load_version(tmp_path, 3).version == 3
     with pytest.raises(CheckpointError):
         load_version(tmp_path, 1)
 
@@ -149,7 +149,7 @@ def test_mismatched_weights_raise_checkpoint_error(detectors):
     text += b" " * ((8 - len(text) % 8) % 8)
     franken = len(text).to_bytes(8, "little") + text + wrong[8 + wrong_len :]
     with pytest.raises(CheckpointError, match="valid model"):
-        checkpoint_from_bytes(franken, device="cpu")
+        checkpoint_from_bytes(franken)
 
 
 def test_load_live_falls_back_to_the_newest_intact_version(tmp_path, detectors):
@@ -204,7 +204,7 @@ def test_a_conv_checkpoint_from_before_the_downsample_option_loads_as_pooling():
     header = json.loads(metadata["streamae"])
     del header["constructor_args"]["downsample"]  # as written before the option existed
     old = save_tensors(load_tensors(blob), metadata={"streamae": json.dumps(header)})
-    loaded = checkpoint_from_bytes(old, device="cpu")
+    loaded = checkpoint_from_bytes(old)
     assert loaded.detector.model.constructor_args()["downsample"] == "pool"
     np.testing.assert_array_equal(Scorer(detector, "cpu").score(data[:5]).scores,
                                   Scorer(loaded.detector, "cpu").score(data[:5]).scores)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from streamae.exceptions import ModelError
-from streamae.models import KINDS, AutoEncoder, build_model
+from streamae.models import KINDS, build_model
+from streamae.models.base import AutoEncoder
 
 SHAPES = {
     "dense": (6,),

@@ -164,12 +164,12 @@ def test_retrain_promotes_checkpoints_publishes_and_swaps(tmp_path, champion_det
     assert h.count("promoted") >= 1
     live = h.slot.live
     assert live.version >= 2
-    checkpoint = load_latest(tmp_path / "ck", device="cpu")
+    checkpoint = load_latest(tmp_path / "ck")
     assert checkpoint.version == live.version
     assert checkpoint.metadata["origin"] == "retrain"
     assert checkpoint.threshold_state["method"] == "quantile"
     blob, version = h.published[-1]
-    assert version == live.version and checkpoint_from_bytes(blob, "cpu").version == version
+    assert version == live.version and checkpoint_from_bytes(blob).version == version
     assert h.published[0][1] == 1  # the champion it found live was announced too
     reg = h.metrics.registry
     assert reg.get_sample_value("streamae_model_version") == live.version
@@ -187,15 +187,15 @@ def test_every_version_carries_the_key_profiles_of_the_loop_that_started_it(
     h.retrainer.key_profiles = lambda: dict(profiles)
     h.feed(normal(700, seed=5))
     assert h.count("promoted") >= 1
-    saved = load_latest(tmp_path / "ck", device="cpu")
+    saved = load_latest(tmp_path / "ck")
     assert saved.metadata["key_profiles"] == {"pump-1": [[3.0], [0.5]]}
-    announced = checkpoint_from_bytes(h.published[0][0], "cpu")
+    announced = checkpoint_from_bytes(h.published[0][0])
     assert announced.version == 1 and announced.metadata["key_profiles"] == {
         "pump-1": [[3.0], [0.5]]}
     live = live_from_checkpoint(saved, "cpu", 256)
     assert live.window_units == "key"
     np.testing.assert_array_equal(live.key_profiles["pump-1"][1], [0.5])
-    before = live_from_checkpoint(load_version(tmp_path / "ck", 1, "cpu"), "cpu", 256)
+    before = live_from_checkpoint(load_version(tmp_path / "ck", 1), "cpu", 256)
     assert before.window_units == "reading" and before.key_profiles == {}  # no key_profiles
     h.close()
 
@@ -306,7 +306,7 @@ def test_alert_explosion_after_promotion_rolls_back(tmp_path, champion_detector)
     live = h.slot.live
     assert live.version == 3 and live.scorer is not promoted.scorer
     assert h.metrics.registry.get_sample_value("streamae_rollbacks_total") == 1
-    assert load_latest(tmp_path / "ck", device="cpu").metadata["origin"] == "rollback"
+    assert load_latest(tmp_path / "ck").metadata["origin"] == "rollback"
     h.close()
 
 
@@ -407,11 +407,11 @@ def test_a_restart_keeps_the_anchor_and_pruning_keeps_its_checkpoint(tmp_path,
     h.close()
     assert promoted >= 5  # more versions than CheckpointSettings(keep=3) keeps
     directory = tmp_path / "ck"
-    assert load_latest(directory, device="cpu").metadata["anchor"] == 1
-    assert load_version(directory, 1, device="cpu").version == 1  # protected from pruning
+    assert load_latest(directory).metadata["anchor"] == 1
+    assert load_version(directory, 1).version == 1  # protected from pruning
     assert not (directory / "model-000002.safetensors").exists()  # pruned as usual
 
-    resumed = live_from_checkpoint(load_latest(directory, device="cpu"), "cpu", 256)
+    resumed = live_from_checkpoint(load_latest(directory), "cpu", 256)
     slot = ModelSlot()
     slot.swap(resumed)
     restarted = Retrainer(h.settings, MODEL, THRESHOLD,
@@ -422,6 +422,6 @@ def test_a_restart_keeps_the_anchor_and_pruning_keeps_its_checkpoint(tmp_path,
     restarted.observe(resumed, batch, scores, np.zeros(len(batch), dtype=bool))
     anchor = restarted._anchor
     assert anchor.live.version == 1 and anchor.live is not resumed
-    first = live_from_checkpoint(load_version(directory, 1, device="cpu"), "cpu", 256)
+    first = live_from_checkpoint(load_version(directory, 1), "cpu", 256)
     assert anchor.threshold is not None and anchor.threshold == first.threshold.value
     restarted.close()

@@ -10,15 +10,14 @@ import torch
 
 from streamae.exceptions import ModelError
 from streamae.models import build_model
-from streamae.scoring import Scorer
+from streamae.scaling import Scaler
+from streamae.scoring import Scorer, recalibrate
 from streamae.training import (
     Plateau,
-    Scaler,
     TrainConfig,
     _train,
     contaminated,
     fit,
-    recalibrate,
 )
 
 SMALL = {"hidden_sizes": [32, 16], "latent_size": 3}
@@ -262,7 +261,8 @@ def test_recalibrating_on_ungated_normal_data_restores_the_false_alarm_rate():
     fresh = correlated(20_000, 2)
     challenger = fit(gated, "dense", SMALL, config, device="cpu")
     before = float(np.mean(Scorer(challenger, device="cpu").score(fresh).scores > 2))
-    recalibrated = recalibrate(challenger, correlated(5_000, 3), config)
+    recalibrated = recalibrate(Scorer(challenger, device="cpu"), correlated(5_000, 3),
+                               config.error_method)
     after = float(np.mean(Scorer(recalibrated, device="cpu").score(fresh).scores > 2))
     assert before > 0.02, before  # s = 2 should be 1% of normal: measured 4.1%
     assert 0.005 <= after <= 0.02, after  # measured 1.1%
