@@ -10,7 +10,9 @@ epoch on random data: throughput does not depend on them) and timed through
 normalisation, copies back to numpy). The dense model on 8-feature vectors is the
 baseline; every other figure is also printed as a ratio to it at the same batch size.
 Decoding is timed apart (PNG images, window building), because it is per message and on
-the CPU whatever the device.
+the CPU whatever the device. ``--engines`` compares the two engines of the forward pass on
+the CPU per kind: numpy (``ArrayNet``, what a CPU scorer runs) against torch (what images
+and GPUs run); the scorer's choice (``scoring.runs_in_torch``) rests on it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from PIL import Image
 
 from streamae.images import ImageDecoder
 from streamae.live import train_detector
+from streamae.models import build_model
+from streamae.models.arrays import from_torch
 from streamae.scoring import Scorer, limit_threads
 from streamae.settings import ModelSettings, Settings
 from streamae.windows import WindowBuilder
@@ -74,6 +78,25 @@ def scoring_table(batches: list[int], device: str, seconds: float) -> dict[str, 
     return table
 
 
+def engine_rates(seconds: float, batch: int = 1024) -> dict[str, tuple[float, float]]:
+    """Per kind: samples/s of the forward pass alone, numpy and torch, on the CPU."""
+    rng = np.random.default_rng(3)
+    rates = {}
+    for name, kind, shape in CASES:
+        model = build_model(kind, shape).eval()
+        network = from_torch(model)
+        x = rng.standard_normal((batch, *shape), dtype=np.float32)
+        tensor = torch.from_numpy(x)
+
+        def by_torch(m=model, t=tensor) -> None:
+            with torch.inference_mode():
+                m.analyse(t)
+
+        rates[name] = (rate(lambda n=network, a=x: n.analyse(a), batch, seconds),
+                       rate(by_torch, batch, seconds))
+    return rates
+
+
 def decoding_rates(seconds: float) -> dict[str, float]:
     """Per-message costs before scoring: PNG decode (+resize) and window building."""
     rng = np.random.default_rng(2)
@@ -102,8 +125,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batches", default="1,16,64,256,1024")
     parser.add_argument("--seconds", type=float, default=0.5)
+    parser.add_argument("--engines", action="store_true",
+                        help="only the forward pass per kind: numpy against torch")
     args = parser.parse_args()
     limit_threads(args.threads)
+    if args.engines:
+        print("forward pass, samples/s at batch 1,024 on the CPU: numpy | torch | numpy/torch")
+        for name, (arrays, reference) in engine_rates(args.seconds).items():
+            print(f"| {name} | {arrays:,.0f} | {reference:,.0f} | {arrays / reference:.2f} |")
+        return
     batches = [int(b) for b in args.batches.split(",")]
     print(f"device={args.device} torch_threads={args.threads} torch={torch.__version__}")
     table = scoring_table(batches, args.device, args.seconds)

@@ -7,7 +7,7 @@ sample score becomes ``-log10`` of its tail probability among normal errors (see
 any model, and per-feature z-scores say which inputs an alert is about.
 
 Nothing here imports torch: on a CPU the network runs in numpy (``models.arrays``), and
-only images (where torch's convolutions are 4.6x faster) or a GPU load torch.
+only images (where torch's convolutions are 5x faster) or a GPU load torch.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def limit_threads(threads: int) -> None:
 
 
 def runs_in_torch(kind: str, device: str) -> bool:
-    """A GPU, or images on a CPU (torch's convolutions: 110 us per 28x28 image against
-    numpy's 510); everything else scores in numpy at torch's speed (0.75-1.5x)."""
+    """A GPU, or images on a CPU (torch's 2-D convolutions are 5x numpy's); everything else
+    scores in numpy at 0.7-0.9x torch's rate (``benchmarks/scoring_kinds.py --engines``)."""
     return device != "cpu" or kind == "conv"
 
 

@@ -53,6 +53,11 @@ def silu(h: np.ndarray) -> np.ndarray:
     return np.divide(h, gate, out=h)
 
 
+def _dense(h: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(..., K) @ (K, N) as one 2-D product: numpy runs a 3-D one matrix by matrix."""
+    return (h.reshape(-1, h.shape[-1]) @ weight).reshape(*h.shape[:-1], weight.shape[1])
+
+
 class _Linear(NamedTuple):
     weight: np.ndarray  # (in, out): transposed once, so a batch is one matmul
     bias: np.ndarray
@@ -72,6 +77,8 @@ class _Conv(NamedTuple):
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
         n = h.ndim - 2
+        if n == 1 and self.stride == 1:
+            return self._along_time(h)
         padded = np.pad(h, [(0, 0)] + [(1, 1)] * n + [(0, 0)])
         sizes = [(s - 1) // self.stride + 1 for s in h.shape[1:-1]]
         shifted = [
@@ -81,7 +88,21 @@ class _Conv(NamedTuple):
                     slice(None))]
             for offsets in itertools.product(range(3), repeat=n)
         ]
-        out = np.concatenate(shifted, axis=-1) @ self.weight
+        out = _dense(np.concatenate(shifted, axis=-1), self.weight)
+        out += self.bias
+        return out
+
+    def _along_time(self, h: np.ndarray) -> np.ndarray:
+        """Windows (B, L, C), stride 1: the three taps written side by side in one buffer
+        (one copy, where padding then concatenating made two)."""
+        batch, length, channels = h.shape
+        taps = np.empty((batch, length, 3, channels), np.float32)
+        taps[:, 0, 0] = 0.0
+        taps[:, 1:, 0] = h[:, :-1]
+        taps[:, :, 1] = h
+        taps[:, :-1, 2] = h[:, 1:]
+        taps[:, -1, 2] = 0.0
+        out = _dense(taps.reshape(batch, length, -1), self.weight)
         out += self.bias
         return out
 
@@ -95,7 +116,7 @@ class _Upsample(NamedTuple):
     def __call__(self, h: np.ndarray) -> np.ndarray:
         batch, *spatial, _ = h.shape
         n, channels = len(spatial), len(self.bias)
-        blocks = (h @ self.weight).reshape(batch, *spatial, *([2] * n), channels)
+        blocks = _dense(h, self.weight).reshape(batch, *spatial, *([2] * n), channels)
         # (B, s1, .., sn, 2, .., 2, C) -> (B, s1, 2, .., sn, 2, C): cell i, offset k -> 2i+k
         order = [0, *itertools.chain.from_iterable((1 + a, 1 + n + a) for a in range(n)),
                  1 + 2 * n]
