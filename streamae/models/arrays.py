@@ -46,9 +46,11 @@ def describe(kind: str, args: dict) -> str:
 
 
 def silu(h: np.ndarray) -> np.ndarray:
-    """x * sigmoid(x), in place (activations are temporaries)."""
+    """x * sigmoid(x), in place (activations are temporaries). Below about -88, exp(-x)
+    overflows to inf and x / inf is the right limit, 0: no warning for it."""
     gate = np.negative(h)
-    np.exp(gate, out=gate)
+    with np.errstate(over="ignore"):
+        np.exp(gate, out=gate)
     gate += 1.0
     return np.divide(h, gate, out=h)
 

@@ -120,3 +120,14 @@ def test_a_cpu_scoring_process_never_imports_torch(tmp_path, window_blob):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_silu_is_finite_and_silent_far_out():
+    import warnings
+
+    from streamae.models.arrays import silu
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = silu(np.array([-1000.0, -90.0, 0.0, 90.0, 1000.0], np.float32))
+    np.testing.assert_allclose(out, [0.0, 0.0, 0.0, 90.0, 1000.0], atol=1e-30)
