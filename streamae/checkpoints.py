@@ -99,7 +99,9 @@ def _header(detector: Detector, threshold_state: dict, metadata: dict, version: 
         "constructor_args": model.constructor_args(),
         "error_stats": {"method": stats.method, "calibration": stats.calibration.state(),
                         "parts": (None if stats.parts is None
-                                  else [part.state() for part in stats.parts])},
+                                  else [part.state() for part in stats.parts]),
+                        "spread_typical": (None if stats.spread_typical is None
+                                           else stats.spread_typical.tolist())},
         "train_loss": float(detector.train_loss),
         "val_loss": float(detector.val_loss),
         "epochs_run": int(detector.epochs_run),
@@ -171,16 +173,19 @@ def _build(header: dict, tensors: dict[str, np.ndarray]) -> Checkpoint:
         scaler = Scaler.from_state(
             {n[7:]: t for n, t in tensors.items() if n.startswith("scaler.")})
         sample_stats = header["error_stats"]
+        parts, spread_typical = parts_from_state(sample_stats)
         stats = ErrorStats(
             method=sample_stats["method"],
             calibration=TailCalibration.from_state(sample_stats["calibration"]),
             feature_centre=_as_array(tensors, "error_stats.feature_centre"),
             feature_scale=_as_array(tensors, "error_stats.feature_scale"),
             feature_mean=_as_array(tensors, "error_stats.feature_mean"),
-            parts=parts_from_state(sample_stats),
+            parts=parts,
+            spread_typical=spread_typical,
         )
         if any(a.shape != shape for a in (stats.feature_centre, stats.feature_scale,
-                                          stats.feature_mean)):
+                                          stats.feature_mean)) or (
+                spread_typical is not None and spread_typical.shape != shape[-1:]):
             raise CheckpointError(f"error statistics do not match input shape {shape}")
         detector = Detector(
             model=model,

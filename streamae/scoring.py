@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 ErrorMethod = Literal["z", "robust_z"]
 MIN_SCALE = 1e-8  # absolute floor of any scale
+UNION_OF_TWO = float(np.log10(2.0))  # windows: the pair's and the spread's tails joined
 # A feature's error scale is at least this share of the typical feature's: a pixel of blank
 # background or a channel reconstructed perfectly must not turn a tiny error into z = 1000s.
 RELATIVE_FLOOR = 0.1
@@ -126,6 +127,32 @@ def weighted_raw(model_scores: np.ndarray, feature_errors: np.ndarray, weight: n
     return weighted + np.maximum(extra, 0.0) / mean_error
 
 
+def window_spread(scaled: np.ndarray) -> np.ndarray:
+    """Windows (B, L, D), scaled -> (B, D): each feature's mean absolute deviation from its
+    median over the window (a spike adds 1/L of its size, not its square). The median by
+    sorting: np.median over the middle axis is 3x slower on small windows."""
+    ordered = np.sort(scaled, axis=1)
+    length = scaled.shape[1]
+    centre = 0.5 * (ordered[:, (length - 1) // 2] + ordered[:, length // 2])
+    return np.abs(scaled - centre[:, None]).mean(axis=1)
+
+
+def spread_typical(spread: np.ndarray) -> np.ndarray:
+    """Per feature, the median spread of normal windows, floored at a share of the typical
+    feature's (a flag column that rarely moves must not divide by ~0)."""
+    typical = np.median(np.asarray(spread, dtype=np.float64), axis=0)
+    floor = max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(typical)))
+    return np.maximum(typical, floor).astype(np.float32)
+
+
+def spread_raw(scaled: np.ndarray, typical: np.ndarray) -> np.ndarray:
+    """Windows (B, L, D) -> (B,): the largest feature spread in units of its typical one.
+    A vibration whose amplitude triples is the normal shape scaled: the model rebuilds it
+    and its error stays small; its spread does not. (Both sides, a cycle gone flat as
+    well, was tried: the calm side's tail hid the rising amplitude, recall 1.0 -> 0.17.)"""
+    return (window_spread(scaled) / typical).max(axis=1)
+
+
 def peak_raw(feature_errors: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Windows (B, L, D) -> (B,): the largest of the window's per-reading errors (each the
     mean over features of the weighted error), where the mean over the window dilutes a
@@ -144,11 +171,16 @@ class ErrorStats:
     a noisy one, so a small deviation of a well-predicted channel still counts. The raw
     score is then calibrated to a tail probability.
 
-    Windows are judged twice: by the mean error over the window (a distorted shape) and by
-    its worst reading (a spike, diluted L times in the mean). Each statistic is first
-    calibrated on its own (``parts``); the raw score is the rarer of the two, and
-    ``calibration`` maps that to the tail probability of the pair, so the score keeps its
-    meaning (no Bonferroni guess: the max of two correlated tails is fitted).
+    Windows are judged three ways: by the mean error over the window (a distorted shape),
+    by its worst reading (a spike, diluted L times in the mean) and by the spread of its
+    readings (``spread_raw``: an amplitude that grows). Each statistic is first calibrated
+    on its own (``parts``). Mean and peak are strongly correlated: ``calibration`` maps the
+    rarer of the two to the tail probability of the pair (fitted, no Bonferroni guess).
+    The spread, nearly independent of the errors, joins by the union bound: P(pair or
+    spread at least this rare) <= 2 x 10^-s, exact when they never fire together, so the
+    score is the larger minus log10(2). A fitted tail of the max of all three came out
+    1.2-3.5x the target rate (benchmarks/quality/stability.py), this one 0.5-1.4x. States
+    saved before a part existed score without it.
     """
 
     method: ErrorMethod  # how per-feature errors become z
@@ -156,21 +188,29 @@ class ErrorStats:
     feature_centre: np.ndarray  # (*input_shape,)
     feature_scale: np.ndarray  # (*input_shape,)
     feature_mean: np.ndarray  # (*input_shape,) mean error, weighs features in the raw score
-    parts: tuple[TailCalibration, TailCalibration] | None = None  # windows: (mean, peak)
+    parts: tuple[TailCalibration, ...] | None = None  # windows: (mean, peak[, spread])
+    spread_typical: np.ndarray | None = None  # (D,) windows: typical spread per feature
 
     def __post_init__(self) -> None:
         self._weight = feature_weights(self.feature_mean)
 
-    def sample_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray) -> np.ndarray:
-        """A model's per-sample scores (B,) and feature errors (B, *shape) -> raw scores:
-        the mean of feature errors, each in units of its typical error; for windows the
-        rarer of that and the worst reading's error (see the class docstring)."""
+    def sample_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray,
+                   scaled: np.ndarray | None = None) -> np.ndarray:
+        """A model's per-sample scores (B,), feature errors (B, *shape) and the scaled
+        inputs -> raw scores: the mean of feature errors, each in units of its typical
+        error; for windows the rarest of that, the worst reading's error and the spread
+        (see the class docstring)."""
         mean = self.mean_raw(model_scores, feature_errors)
         if self.parts is None:
             return mean
-        mean_part, peak_part = self.parts
-        peak = peak_raw(feature_errors, self._weight)
-        return np.maximum(mean_part.scores(mean), peak_part.scores(peak))
+        pair = np.maximum(self.parts[0].scores(mean),
+                          self.parts[1].scores(peak_raw(feature_errors, self._weight)))
+        if self.spread_typical is None:
+            return pair
+        if scaled is None:
+            raise ModelError("a window's spread needs its scaled readings")
+        spread = self.parts[2].scores(spread_raw(scaled, self.spread_typical))
+        return np.maximum(self.calibration.scores(pair), spread)
 
     def mean_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray) -> np.ndarray:
         """The mean of feature errors, each in units of its typical error: an error's size
@@ -179,10 +219,14 @@ class ErrorStats:
 
     @classmethod
     def from_errors(
-        cls, sample_scores: np.ndarray, feature_errors: np.ndarray, method: ErrorMethod
+        cls, sample_scores: np.ndarray, feature_errors: np.ndarray, method: ErrorMethod,
+        scaled: np.ndarray | None = None, spread_reference: np.ndarray | None = None,
     ) -> ErrorStats:
-        """Fit on raw scores (N,) and per-feature errors (N, *shape) of held-out normal
-        samples (never the ones the model was fitted on: those errors are optimistic)."""
+        """Fit on raw scores (N,), per-feature errors (N, *shape) and (windows) the scaled
+        inputs of held-out normal samples (never the ones the model was fitted on: those
+        errors are optimistic). The spread needs no model, so its part may be fitted on
+        more normal windows (``spread_reference``, e.g. all of the warm-up's): a steadier
+        tail."""
         scores = np.asarray(sample_scores, dtype=np.float64).ravel()
         errors = np.asarray(feature_errors, dtype=np.float64)
         if len(scores) < 2 or len(errors) != len(scores):
@@ -191,15 +235,21 @@ class ErrorStats:
         f_mean = errors.mean(axis=0).astype(np.float32)
         weight = feature_weights(f_mean)
         raw = weighted_raw(scores, errors, weight, f_mean)
-        parts = None
+        parts, typical = None, None
         if errors.ndim == 3 and errors.shape[1] > 1:  # windows (N, L, D)
             peak = peak_raw(errors, weight)
             parts = (TailCalibration.fit(raw), TailCalibration.fit(peak))
             raw = np.maximum(parts[0].scores(raw), parts[1].scores(peak))
-        return cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean, parts)
+            if scaled is not None:
+                reference = scaled if spread_reference is None else spread_reference
+                typical = spread_typical(window_spread(reference))
+                parts = (*parts, TailCalibration.fit(spread_raw(reference, typical)))
+        return cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean, parts, typical)
 
     def normalise_scores(self, raw: np.ndarray) -> np.ndarray:
         """Raw per-sample scores -> calibrated scores, ``-log10`` P(normal >= raw)."""
+        if self.spread_typical is not None:  # raw is already the pair's and spread's score
+            return np.asarray(raw, dtype=np.float32) - UNION_OF_TWO
         return self.calibration.scores(raw)
 
     def normalise_features(self, errors: np.ndarray) -> np.ndarray:
@@ -212,6 +262,8 @@ class ErrorStats:
             "method": self.method,
             "calibration": self.calibration.state(),
             "parts": None if self.parts is None else [p.state() for p in self.parts],
+            "spread_typical": (None if self.spread_typical is None
+                               else self.spread_typical.tolist()),
             "shape": list(self.feature_centre.shape),
             "feature_centre": self.feature_centre.ravel().tolist(),
             "feature_scale": self.feature_scale.ravel().tolist(),
@@ -230,19 +282,23 @@ class ErrorStats:
                 raise ValueError(f"unknown method {method!r}")
             mean = np.asarray(state["feature_mean"], dtype=np.float32).reshape(shape)
             calibration = TailCalibration.from_state(state["calibration"])
-            return cls(method, calibration, centre, scale, mean, parts_from_state(state))
+            return cls(method, calibration, centre, scale, mean, *parts_from_state(state))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"malformed error stats: {exc}") from exc
 
 
-def parts_from_state(state: dict) -> tuple[TailCalibration, TailCalibration] | None:
-    """The (mean, peak) calibrations of a state; None for one saved before they existed."""
-    parts = state.get("parts")
+def parts_from_state(
+    state: dict,
+) -> tuple[tuple[TailCalibration, ...] | None, np.ndarray | None]:
+    """The part calibrations of a state and the typical spreads: (mean, peak) from before
+    the spread part existed, nothing from before parts did."""
+    parts, typical = state.get("parts"), state.get("spread_typical")
     if parts is None:
-        return None
-    if not isinstance(parts, list) or len(parts) != 2:
+        return None, None
+    if not isinstance(parts, list) or len(parts) != (2 if typical is None else 3):
         raise ModelError("malformed error stats: parts")
-    return TailCalibration.from_state(parts[0]), TailCalibration.from_state(parts[1])
+    spreads = None if typical is None else np.asarray(typical, dtype=np.float32).ravel()
+    return tuple(TailCalibration.from_state(part) for part in parts), spreads
 
 
 @dataclass
@@ -316,16 +372,17 @@ class Scorer:
 
     def analyse(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         """The network's pass in scaled units, chunked: (reconstruction, latent, model
-        scores, feature errors)."""
-        parts = [self.network.analyse(chunk) for chunk in self._chunks(self._check(batch))]
+        scores, feature errors, the scaled input)."""
+        parts = [(*self.network.analyse(chunk), chunk)
+                 for chunk in self._chunks(self._check(batch))]
         return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
     def score(self, batch: np.ndarray) -> ScoreBatch:
         """Score a batch in original units (chunked by ``max_batch``)."""
         array = self._check(batch)
-        recon, latent, model_raw, errors = self.analyse(array)
+        recon, latent, model_raw, errors, scaled = self.analyse(array)
         stats, scaler = self.detector.error_stats, self.detector.scaler
-        raw = stats.sample_raw(model_raw, errors)
+        raw = stats.sample_raw(model_raw, errors, scaled)
         return ScoreBatch(
             scores=stats.normalise_scores(raw),
             raw_scores=raw,
@@ -346,10 +403,11 @@ def recalibrate(scorer: Scorer, normal: np.ndarray, method: ErrorMethod) -> Dete
     trained on. A retrain learns from gated readings, which lack the top percent of normal
     (the gate's cut): its own validation split then has no tail, and every reading's tail
     probability came out too small (false alarms 15-45x the target after a few versions)."""
-    _, _, model_scores, errors = scorer.analyse(normal)
-    stats = ErrorStats.from_errors(model_scores, errors, method)
+    _, _, model_scores, errors, scaled = scorer.analyse(normal)
+    stats = ErrorStats.from_errors(model_scores, errors, method, scaled)
     return dataclasses.replace(scorer.detector, error_stats=stats,
-                               validation_scores=stats.sample_raw(model_scores, errors))
+                               validation_scores=stats.sample_raw(model_scores, errors,
+                                                                  scaled))
 
 
 def sample(detector: Detector, n: int, device: str = "auto", seed: int = 0) -> np.ndarray:

@@ -270,7 +270,8 @@ def _fit_once(
     x_train, x_val = scaled[train_idx], scaled[val_idx]
 
     best_train, best_val, epochs_run = _train(model, x_train, x_val, config, progress, stop)
-    detector = _finish(model, scaler, x_val, config, best_train, best_val, epochs_run)
+    detector = _finish(model, scaler, x_val, config, best_train, best_val, epochs_run,
+                       scaled)
     raw = None
     if score_all:
         scores, errors = _evaluate(model, scaled, config.batch_size)
@@ -279,12 +280,15 @@ def _fit_once(
     return detector, raw
 
 
-def _error_stats(model: AutoEncoder, x: torch.Tensor,
-                 config: TrainConfig) -> tuple[ErrorStats, np.ndarray]:
+def _error_stats(model: AutoEncoder, x: torch.Tensor, config: TrainConfig,
+                 spread_reference: torch.Tensor | None = None,
+                 ) -> tuple[ErrorStats, np.ndarray]:
     """Error statistics fitted on held-out normal ``x``, and its samples' raw scores."""
     scores, errors = _evaluate(model, x, config.batch_size)
-    stats = ErrorStats.from_errors(scores, errors, config.error_method)
-    return stats, stats.sample_raw(scores, errors)
+    scaled = x.detach().cpu().numpy()
+    reference = None if spread_reference is None else spread_reference.detach().cpu().numpy()
+    stats = ErrorStats.from_errors(scores, errors, config.error_method, scaled, reference)
+    return stats, stats.sample_raw(scores, errors, scaled)
 
 
 def _finish(
@@ -295,9 +299,11 @@ def _finish(
     train_loss: float,
     val_loss: float,
     epochs_run: int,
+    x_all: torch.Tensor | None = None,
 ) -> Detector:
-    """Calibrate error statistics on the validation split (the model stays on its device)."""
-    stats, scores = _error_stats(model, x_val, config)
+    """Calibrate error statistics on the validation split (the model stays on its device);
+    the windows' spread, which needs no model, on all of ``x_all``."""
+    stats, scores = _error_stats(model, x_val, config, x_all)
     sensitivity = spike_sensitivity(model, stats, x_val, config)
     return Detector(model, scaler, stats, train_loss, val_loss, scores, epochs_run,
                     sensitivity)
@@ -331,5 +337,6 @@ def spike_sensitivity(model: AutoEncoder, stats: ErrorStats, x_val: torch.Tensor
     flat.scatter_add_(1, cells, (signs * SPIKE_SIGMAS).expand(-1, width).contiguous())
     spiked = flat.reshape(x_val.shape).to(x_val.device)
     raw, errors = _evaluate(model, spiked, config.batch_size)
-    calibrated = stats.normalise_scores(stats.sample_raw(raw, errors))
+    calibrated = stats.normalise_scores(stats.sample_raw(raw, errors,
+                                                         spiked.detach().cpu().numpy()))
     return float(np.mean(calibrated > SPIKE_SCORE))

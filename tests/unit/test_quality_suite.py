@@ -2,7 +2,7 @@
 through the daemon's own parts with the defaults, its goal asserted (issue 11: recall of
 anomalous events >= 0.95, <= 1 false alarm per 1,000 normal readings).
 
-Two scenarios do not reach the goal yet and are marked ``xfail(strict=True)``: when a
+One scenario does not reach the goal yet and is marked ``xfail(strict=True)``: when a
 change makes them pass, the test fails until the mark is removed, so the figure can only
 move forward."""
 
@@ -13,9 +13,6 @@ import pytest
 from tests.conftest import load_script
 
 KNOWN_SHORT = {
-    # A dense autoencoder's mean error ranks one 6-unit normal spike like a window-wide
-    # tripled amplitude, so the amplitude change hides in the heavy normal tail.
-    "spiky_normal": "recall 0.25 (seed 0)",
     # A value level that contradicts its command is reconstructed anyway: the latent has
     # room for the level itself.
     "value_commands": "recall 0.0-0.25 (seeds 0-2)",

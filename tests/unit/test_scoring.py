@@ -15,6 +15,7 @@ from streamae.scoring import (
     chunk_size,
     feature_weights,
     heatmap,
+    peak_raw,
     resolve_device,
     sample,
     top_features,
@@ -91,6 +92,48 @@ def test_a_window_with_one_far_reading_is_rare_though_its_mean_error_is_not():
     # and the score keeps its meaning: unseen normal windows pass 2 about 1% of the time
     share = float(np.mean(score(stats, window_errors(rng, 20000)) > 2))
     assert 0.005 < share < 0.02
+
+
+def calm_windows(rng: np.random.Generator, n: int, length: int = 16) -> np.ndarray:
+    """Scaled windows (n, length, 2): a cycle at a random phase plus noise."""
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
+    t = np.arange(length)[None, :, None]
+    return np.sin(t * 2 * np.pi / 20 + phase) + 0.3 * rng.normal(size=(n, length, 2))
+
+
+def test_a_window_whose_amplitude_triples_is_rare_though_its_errors_are_normal():
+    rng = np.random.default_rng(3)
+    errors, scaled = window_errors(rng, 4000), calm_windows(rng, 4000)
+    stats = ErrorStats.from_errors(errors.mean(axis=(1, 2)), errors, "robust_z", scaled)
+    assert stats.parts is not None and len(stats.parts) == 3
+
+    def score(windows: np.ndarray) -> np.ndarray:
+        fresh = window_errors(rng, len(windows))  # the model rebuilds either equally well
+        return stats.normalise_scores(stats.sample_raw(fresh.mean(axis=(1, 2)), fresh,
+                                                       windows))
+
+    assert np.median(score(3 * calm_windows(rng, 200))) > 4
+    # and the score keeps its meaning: unseen normal windows pass 2 about 1% of the time
+    share = float(np.mean(score(calm_windows(rng, 20000)) > 2))
+    assert 0.005 < share < 0.02, share  # measured 0.012
+    with pytest.raises(ModelError, match="spread needs"):
+        stats.sample_raw(errors[:3].mean(axis=(1, 2)), errors[:3])
+
+
+def test_stats_saved_before_the_spread_existed_score_by_mean_and_peak():
+    rng = np.random.default_rng(4)
+    errors, scaled = window_errors(rng, 500), calm_windows(rng, 500)
+    with_spread = ErrorStats.from_errors(errors.mean(axis=(1, 2)), errors, "robust_z", scaled)
+    state = with_spread.state()
+    state["parts"], state["spread_typical"] = state["parts"][:2], None
+    old = ErrorStats.from_state(state)
+    assert old.spread_typical is None and len(old.parts) == 2
+    probe = window_errors(rng, 5)
+    pair = np.maximum(old.parts[0].scores(old.mean_raw(probe.mean(axis=(1, 2)), probe)),
+                      old.parts[1].scores(peak_raw(probe, feature_weights(old.feature_mean))))
+    np.testing.assert_allclose(old.sample_raw(probe.mean(axis=(1, 2)), probe), pair)
+    with pytest.raises(ModelError):  # three parts need the typical spreads beside them
+        ErrorStats.from_state({**with_spread.state(), "spread_typical": None})
 
 
 def test_stats_saved_before_the_window_peak_existed_score_by_the_mean_alone():
