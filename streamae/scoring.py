@@ -298,6 +298,8 @@ def parts_from_state(
     if not isinstance(parts, list) or len(parts) != (2 if typical is None else 3):
         raise ModelError("malformed error stats: parts")
     spreads = None if typical is None else np.asarray(typical, dtype=np.float32).ravel()
+    if spreads is not None and not (np.isfinite(spreads).all() and (spreads > 0).all()):
+        raise ModelError("malformed error stats: typical spreads must be finite and > 0")
     return tuple(TailCalibration.from_state(part) for part in parts), spreads
 
 

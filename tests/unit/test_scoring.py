@@ -134,6 +134,9 @@ def test_stats_saved_before_the_spread_existed_score_by_mean_and_peak():
     np.testing.assert_allclose(old.sample_raw(probe.mean(axis=(1, 2)), probe), pair)
     with pytest.raises(ModelError):  # three parts need the typical spreads beside them
         ErrorStats.from_state({**with_spread.state(), "spread_typical": None})
+    for bad in ([0.0, 1.0], [float("nan"), 1.0]):  # a zero would flag every window
+        with pytest.raises(ModelError, match="typical spreads"):
+            ErrorStats.from_state({**with_spread.state(), "spread_typical": bad})
 
 
 def test_stats_saved_before_the_window_peak_existed_score_by_the_mean_alone():
