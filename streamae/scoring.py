@@ -108,12 +108,17 @@ def _centre_scale(values: np.ndarray, method: ErrorMethod) -> tuple[np.ndarray, 
     return centre.astype(np.float32), np.maximum(scale, floor).astype(np.float32)
 
 
+def floored(typical: np.ndarray) -> np.ndarray:
+    """Per-feature sizes floored at a share of the typical feature's, so that a feature
+    which barely moves (a blank pixel, a flag column) never divides by ~0."""
+    values = np.asarray(typical, dtype=np.float64)
+    return np.maximum(values, max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(values))))
+
+
 def feature_weights(feature_mean: np.ndarray) -> np.ndarray:
-    """Per feature: 1 / its typical error, floored at a share of the typical feature's
-    (a pixel of blank background must not weigh a thousand times a stroke)."""
-    typical = np.asarray(feature_mean, dtype=np.float64)
-    floor = max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(typical)))
-    return (1.0 / np.maximum(typical, floor)).astype(np.float32)
+    """Per feature: 1 / its typical error, floored (a pixel of blank background must not
+    weigh a thousand times a stroke)."""
+    return (1.0 / floored(feature_mean)).astype(np.float32)
 
 
 def weighted_raw(model_scores: np.ndarray, feature_errors: np.ndarray, weight: np.ndarray,
@@ -138,11 +143,8 @@ def window_spread(scaled: np.ndarray) -> np.ndarray:
 
 
 def spread_typical(spread: np.ndarray) -> np.ndarray:
-    """Per feature, the median spread of normal windows, floored at a share of the typical
-    feature's (a flag column that rarely moves must not divide by ~0)."""
-    typical = np.median(np.asarray(spread, dtype=np.float64), axis=0)
-    floor = max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(typical)))
-    return np.maximum(typical, floor).astype(np.float32)
+    """Per feature, the median spread of normal windows, floored."""
+    return floored(np.median(np.asarray(spread, dtype=np.float64), axis=0)).astype(np.float32)
 
 
 def spread_raw(scaled: np.ndarray, typical: np.ndarray) -> np.ndarray:

@@ -55,11 +55,6 @@ def silu(h: np.ndarray) -> np.ndarray:
     return np.divide(h, gate, out=h)
 
 
-def _dense(h: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """(..., K) @ (K, N) as one 2-D product: numpy runs a 3-D one matrix by matrix."""
-    return (h.reshape(-1, h.shape[-1]) @ weight).reshape(*h.shape[:-1], weight.shape[1])
-
-
 class _Linear(NamedTuple):
     weight: np.ndarray  # (in, out): transposed once, so a batch is one matmul
     bias: np.ndarray
@@ -90,7 +85,7 @@ class _Conv(NamedTuple):
                     slice(None))]
             for offsets in itertools.product(range(3), repeat=n)
         ]
-        out = _dense(np.concatenate(shifted, axis=-1), self.weight)
+        out = np.concatenate(shifted, axis=-1) @ self.weight
         out += self.bias
         return out
 
@@ -104,7 +99,7 @@ class _Conv(NamedTuple):
         taps[:, :, 1] = h
         taps[:, :-1, 2] = h[:, 1:]
         taps[:, -1, 2] = 0.0
-        out = _dense(taps.reshape(batch, length, -1), self.weight)
+        out = taps.reshape(batch, length, -1) @ self.weight
         out += self.bias
         return out
 
@@ -118,7 +113,7 @@ class _Upsample(NamedTuple):
     def __call__(self, h: np.ndarray) -> np.ndarray:
         batch, *spatial, _ = h.shape
         n, channels = len(spatial), len(self.bias)
-        blocks = _dense(h, self.weight).reshape(batch, *spatial, *([2] * n), channels)
+        blocks = (h @ self.weight).reshape(batch, *spatial, *([2] * n), channels)
         # (B, s1, .., sn, 2, .., 2, C) -> (B, s1, 2, .., sn, 2, C): cell i, offset k -> 2i+k
         order = [0, *itertools.chain.from_iterable((1 + a, 1 + n + a) for a in range(n)),
                  1 + 2 * n]
