@@ -317,7 +317,7 @@ class Detector:
     error_stats: ErrorStats
     train_loss: float
     val_loss: float
-    validation_scores: np.ndarray  # raw per-sample scores of the validation split
+    validation_scores: np.ndarray  # raw scores of the calibration samples (training.fit)
     epochs_run: int
     # Share of held-out samples with a synthetic 6-sigma spike that score above 3 (None:
     # not measured, e.g. loaded from a checkpoint).
