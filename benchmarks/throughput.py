@@ -2,7 +2,7 @@
 
     flock /tmp/streamae-bench.lock .venv/bin/python benchmarks/throughput.py \
         [--messages 50000] [--rounds 1] [--arms ...] [--no-latency]
-        [--profile DIR]   # each arm under py-spy (CPU figures then include its overhead)
+        [--profile DIR]   # each arm under py-spy (pip install py-spy; CPU figures include it)
         [--stages]        # daemon arms: the main thread's CPU per message by stage
     .venv/bin/python benchmarks/throughput.py --client confluent [--messages N --rounds 3]
 
@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -371,9 +372,11 @@ def run_child(arm: str, args: argparse.Namespace, topic: str, work: Path,
     if ready_file:
         command += ["--ready-file", ready_file]
     if args.profile:  # py-spy's raw (collapsed) stacks of each arm, for a profile
-        out = Path(args.profile) / f"{arm.replace(':', '-')}-{uuid.uuid4().hex[:4]}.txt"
-        command = ["py-spy", "record", "-r", "250", "-f", "raw", "-o", str(out), "--",
-                   *command]
+        folder = Path(args.profile)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{arm.replace(':', '-')}-{uuid.uuid4().hex[:4]}.txt"
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        command = [spy, "record", "-r", "250", "-f", "raw", "-o", str(out), "--", *command]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
 
 
