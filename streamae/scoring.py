@@ -240,32 +240,6 @@ class ErrorStats:
         spread = self.parts[2].scores(self._spread_raw(scaled))
         return np.maximum(self.calibration.scores(pair), spread)
 
-    def spread_scores(self, scaled: np.ndarray) -> np.ndarray | None:
-        """Windows (B, L, D) -> the spread part's calibrated score (B,) on the score's scale
-        (the union with the pair taken), None without a spread part: what tells an event
-        that the spread, not the error, made the alarm."""
-        if self.spread_typical is None or self.parts is None or len(self.parts) < 3:
-            return None
-        return self.parts[2].scores(self._spread_raw(scaled)) - UNION_OF_TWO
-
-    def spread_changes(self, window: np.ndarray) -> list[tuple[int, str, float]]:
-        """One scaled window (L, D) -> (feature, "grown" | "flat", its spread / typical):
-        the feature whose spread grew most past its typical one, and the lively feature
-        that fell furthest below its 1% normal low, where either happened."""
-        spread = window_spread(window[None])[0]
-        ratio = spread / self.spread_typical
-        out = []
-        grown = int(np.argmax(ratio))
-        if ratio[grown] > 1.0:
-            out.append((grown, "grown", float(ratio[grown])))
-        if self.spread_low is not None and (self.spread_low > 0).any():
-            lively = np.flatnonzero(self.spread_low > 0)
-            below = self.spread_low[lively] / np.maximum(spread[lively], 1e-12)
-            if below.max() > 1.0:
-                flat = int(lively[np.argmax(below)])
-                out.append((flat, "flat", float(ratio[flat])))
-        return out
-
     def _spread_raw(self, scaled: np.ndarray) -> np.ndarray:
         """A window's spread in units of normal: grown (``spread_raw``) or gone flat
         (``flat_raw``), whichever is further out."""
@@ -406,7 +380,6 @@ class ScoreBatch:
     reconstructed: np.ndarray  # (B, *shape), original units
     latent: np.ndarray | None = None  # (B, latent_size), posterior mean for VAEs
     unseen: np.ndarray | None = None  # (B, *shape) bools: constant-in-training, now changed
-    scaled: np.ndarray | None = None  # (B, L, D) windows: the model's view (spread_changes)
 
 
 def chunk_size(kind: str, device: str, max_batch: int) -> int:
@@ -466,7 +439,6 @@ class Scorer:
             reconstructed=scaler.inverse(recon, like=array),
             latent=latent,
             unseen=scaler.unseen(array) if scaler.constant.any() else None,
-            scaled=scaled if stats.spread_typical is not None else None,
         )
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
