@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from streamae.intake import Sample
 from streamae.messages import anomaly_event
-from streamae.scoring import heatmap, top_features, worst_patches
+from streamae.scoring import ErrorStats, heatmap, top_features, worst_patches
 from streamae.windows import Window
 
 log = logging.getLogger("streamae.pipeline")  # the daemon's anomaly lines, as before
@@ -76,6 +76,24 @@ def explain(sample: Sample, values: np.ndarray, reconstructed: np.ndarray, z: np
     if unseen is not None and unseen.any() and values.ndim < 3:
         parts["unseen"] = unseen_values(sample, values, unseen)
     return parts
+
+
+def spread_changes(stats: ErrorStats, window: np.ndarray | None, names: Sequence[str] | None,
+                   threshold: float | None) -> list[dict]:
+    """The ``spread`` part of a window's event, when its spread alone passes the threshold
+    (an amplitude that grew): the model rebuilds such a window well, as the normal shape
+    scaled, so the features with the largest errors are not what the alarm is about."""
+    if window is None or threshold is None:
+        return []
+    score = stats.spread_scores(window[None])
+    if score is None or float(score[0]) <= threshold:
+        return []
+    growth = stats.spread_growth(window)
+    if growth is None:
+        return []
+    feature, ratio = growth
+    return [{"feature": names[feature] if names is not None and feature < len(names)
+             else feature, "change": "grown", "spread_ratio": round(ratio, 3)}]
 
 
 def unseen_values(sample: Sample, values: np.ndarray, unseen: np.ndarray) -> list[dict]:

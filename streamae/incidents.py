@@ -378,8 +378,17 @@ def incident_from_event(event: dict, position: Position) -> Incident:
 
 
 def feature_names(explanation: dict[str, Any]) -> tuple[tuple[str, float], ...]:
-    """(name, z) of an anomaly explanation's features, or of its image regions."""
+    """(name, z) of an anomaly explanation's features, or of its image regions. A feature
+    whose spread made the alarm (``spread``: an amplitude that grew) comes first, weighed as the
+    event's strongest error: the alarm is about it, though its own error is small."""
     if explanation.get("features"):
-        return tuple((str(f["feature"]), float(f["z"])) for f in explanation["features"])
-    return tuple((f"r{r['row']}c{r['col']}", float(r["z"]))
-                 for r in explanation.get("regions") or ())
+        named = tuple((str(f["feature"]), float(f["z"])) for f in explanation["features"])
+    else:
+        named = tuple((f"r{r['row']}c{r['col']}", float(r["z"]))
+                      for r in explanation.get("regions") or ())
+    spread = tuple(str(s["feature"]) for s in explanation.get("spread") or ())
+    if not spread:
+        return named
+    lead = max((z for _, z in named), default=1.0)
+    return (*((name, lead) for name in spread),
+            *((name, z) for name, z in named if name not in spread))

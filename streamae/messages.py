@@ -82,7 +82,7 @@ REASONS: frozenset[str] = frozenset(
 
 JSON_TYPES = frozenset({"application/json", "text/json", "text/plain"})
 FLOAT32_TYPES = frozenset({"application/x-float32", "application/octet-stream"})
-ANOMALY_SCHEMA = "streamae.anomaly/v2"  # v2: calibrated score, p_value, unseen
+ANOMALY_SCHEMA = "streamae.anomaly/v2"  # v2: calibrated score, p_value, unseen, spread
 SCORE_SCHEMA = "streamae.score/v1"
 SCORES_SCHEMA = "streamae.scores/v1"  # the batch format: columns of one input partition
 SCORES_PER_BATCH = 1_000  # readings per batch record: ~40 KB with short keys
@@ -432,6 +432,7 @@ def anomaly_event(
     heatmap: list[list[float]] | None = None,
     window: dict | None = None,
     unseen: list[dict] | None = None,
+    spread: list[dict] | None = None,
 ) -> dict:
     """The anomaly record (flat; optional explanation fields only when given).
 
@@ -455,7 +456,7 @@ def anomaly_event(
         "model_version": model_version,
     }
     optional = {"features": features, "regions": regions, "heatmap": heatmap, "window": window,
-                "unseen": unseen}
+                "unseen": unseen, "spread": spread}
     event.update({name: item for name, item in optional.items() if item is not None})
     return event
 

@@ -26,7 +26,7 @@ import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
-from streamae.alerts import AnomalyLog, build_event, explain
+from streamae.alerts import AnomalyLog, build_event, explain, spread_changes
 from streamae.delivery import Delivery
 from streamae.exceptions import InfrastructureError
 from streamae.incident_feed import IncidentFeed
@@ -324,6 +324,9 @@ class Daemon:
         explanation = explain(sample, values, batch.reconstructed[i], batch.feature_z[i],
                               self.settings.threshold.top_k, with_heatmap=True,
                               unseen=None if batch.unseen is None else batch.unseen[i])
+        if batch.scaled is not None and (spread := spread_changes(
+                live.detector.error_stats, batch.scaled[i], sample.names, threshold)):
+            explanation["spread"] = spread
         event = build_event(sample, score=float(batch.scores[i]), threshold=float(threshold),
                             method=self.settings.threshold.method,
                             kind=live.detector.model.description,

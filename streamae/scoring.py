@@ -214,6 +214,21 @@ class ErrorStats:
         spread = self.parts[2].scores(spread_raw(scaled, self.spread_typical))
         return np.maximum(self.calibration.scores(pair), spread)
 
+    def spread_scores(self, scaled: np.ndarray) -> np.ndarray | None:
+        """Windows (B, L, D) -> the spread part's calibrated score (B,) on the score's scale
+        (the union with the pair taken), None without a spread part: what tells an event
+        that the spread, not the error, made the alarm."""
+        if self.spread_typical is None or self.parts is None or len(self.parts) < 3:
+            return None
+        return self.parts[2].scores(spread_raw(scaled, self.spread_typical)) - UNION_OF_TWO
+
+    def spread_growth(self, window: np.ndarray) -> tuple[int, float] | None:
+        """One scaled window (L, D) -> (feature, its spread / typical) for the feature whose
+        spread grew most past its typical one, None if none grew."""
+        ratio = window_spread(window[None])[0] / self.spread_typical
+        grown = int(np.argmax(ratio))
+        return (grown, float(ratio[grown])) if ratio[grown] > 1.0 else None
+
     def mean_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray) -> np.ndarray:
         """The mean of feature errors, each in units of its typical error: an error's size
         (``sample_raw`` of a window is a tail probability's -log10 instead)."""
@@ -335,6 +350,7 @@ class ScoreBatch:
     reconstructed: np.ndarray  # (B, *shape), original units
     latent: np.ndarray | None = None  # (B, latent_size), posterior mean for VAEs
     unseen: np.ndarray | None = None  # (B, *shape) bools: constant-in-training, now changed
+    scaled: np.ndarray | None = None  # (B, L, D) windows: the model's view (spread_growth)
 
 
 def chunk_size(kind: str, device: str, max_batch: int) -> int:
@@ -394,6 +410,7 @@ class Scorer:
             reconstructed=scaler.inverse(recon, like=array),
             latent=latent,
             unseen=scaler.unseen(array) if scaler.constant.any() else None,
+            scaled=scaled if stats.spread_typical is not None else None,
         )
 
     def encode(self, batch: np.ndarray) -> np.ndarray:

@@ -163,3 +163,37 @@ def restart_keeps_each_pumps_units(env: dict[str, str], settings, consumed: int)
     stats = daemon.run(max_messages=len(later), timeout_s=120)
     assert stats.scored == KEYS * (AFTER_RESTART - LENGTH + 1)
     assert stats.anomalies == 0, "a pump in other units than its model's would alarm"
+
+
+def test_a_growing_vibration_is_flagged_and_its_event_says_its_spread_grew(
+        daemon_env, produce, read_topic, monkeypatch):
+    """A cycle whose amplitude triples is the normal shape scaled: the model rebuilds it,
+    so the event's largest errors say little; its ``spread`` names the feature that grew."""
+    rng = np.random.default_rng(3)
+    readings, grow_from, grow_to = 700, 560, 620
+    values = np.sin(2 * np.pi * np.arange(readings) / 25) + 0.05 * rng.standard_normal(readings)
+    values[grow_from:grow_to] *= 3.0
+    messages = [("pump-0", {"key": "pump-0", "ts": ts(i), "value": float(v)})
+                for i, v in enumerate(values)]
+    env = daemon_env(
+        STREAMAE_INPUT__KIND="window", STREAMAE_WINDOW__LENGTH=str(LENGTH),
+        STREAMAE_MODEL__EPOCHS="20", STREAMAE_WARMUP_SIZE="400",
+        STREAMAE_BATCH__MAX_SIZE="50", **MODELS["dense"])
+    produce(env["STREAMAE_KAFKA__INPUT_TOPICS"], messages)
+    settings = settings_from(env, monkeypatch)
+    daemon = Daemon(settings, build_consumer(settings.kafka, settings.batch.max_size),
+                    build_producer(settings.kafka), metrics=Metrics())
+    stats = daemon.run(max_messages=len(messages), timeout_s=300)
+    assert stats.dead_letters == 0 and stats.anomalies > 0
+    events = [json.loads(r.value) for r in read_topic(env["STREAMAE_KAFKA__OUTPUT_TOPIC"],
+                                                       expect=stats.anomalies)]
+    inside = [e for e in events  # windows wholly inside the grown stretch
+              if ts(grow_from + LENGTH - 1) <= e["event_ts_ms"] < ts(grow_to)]
+    assert inside, "no event for the windows of the grown stretch"
+    named = [e for e in inside if "spread" in e]
+    assert len(named) >= 0.9 * len(inside), inside[0]  # measured: all 45
+    assert all(e["spread"] == [{"feature": 0, "change": "grown",
+                                "spread_ratio": e["spread"][0]["spread_ratio"]}]
+               and e["spread"][0]["spread_ratio"] > 2 for e in named), named[0]
+    before = [e for e in events if e["event_ts_ms"] < ts(grow_from)]
+    assert len(before) <= 2, before  # the cycle itself is not flagged

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from streamae.alerts import IMAGE_PATCH, build_event, explain
+from streamae.alerts import IMAGE_PATCH, build_event, explain, spread_changes
 from streamae.intake import Sample
 from streamae.messages import ANOMALY_SCHEMA, encode_json
+from streamae.scoring import ErrorStats
 from streamae.windows import Centring, Window
 
 
@@ -161,3 +162,43 @@ def test_a_profiled_window_is_reported_in_the_units_of_the_reading():
     flow, temp = parts["features"]
     assert (flow["feature"], flow["actual"], flow["reconstructed"]) == ("flow", 1030.0, 1020.0)
     assert (temp["feature"], temp["actual"], temp["reconstructed"]) == ("temp", 54.0, 54.0)
+
+
+def cycling_windows(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Scaled windows (n, 16, 2): two features on a cycle at a random phase, plus noise."""
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
+    t = np.arange(16)[None, :, None]
+    return np.sin(t * 2 * np.pi / 20 + phase) + 0.3 * rng.normal(size=(n, 16, 2))
+
+
+@pytest.fixture(scope="module")
+def spread_stats() -> ErrorStats:
+    rng = np.random.default_rng(8)
+    errors = rng.chisquare(1, size=(4000, 16, 2))
+    return ErrorStats.from_errors(errors.mean(axis=(1, 2)), errors, "robust_z",
+                                  cycling_windows(rng, 4000))
+
+
+def test_a_window_alarmed_by_its_spread_names_the_feature_that_grew(spread_stats):
+    """Such a window is the normal shape scaled and rebuilt well: the largest errors would
+    name the wrong feature."""
+    rng = np.random.default_rng(9)
+    names = ("pump", "vibration")
+    grown = cycling_windows(rng, 1)[0]
+    grown[:, 1] *= 4.0
+    (entry,) = spread_changes(spread_stats, grown, names, threshold=4.0)
+    assert (entry["feature"], entry["change"]) == ("vibration", "grown")
+    assert entry["spread_ratio"] > 2.5
+    assert spread_changes(spread_stats, grown, names, threshold=1e6) == []  # not the cause
+    normal = cycling_windows(rng, 1)[0]
+    assert spread_changes(spread_stats, normal, names, threshold=4.0) == []
+    assert spread_changes(spread_stats, None, names, threshold=4.0) == []  # not a window
+
+
+def test_build_event_carries_the_spread_part():
+    values = np.zeros((16, 2), np.float32)
+    spread = [{"feature": "vibration", "change": "grown", "spread_ratio": 3.2}]
+    event = build_event(sample(values, ("pump", "vibration")), score=6.0, threshold=4.0,
+                        method="false_alarm_rate", kind="dense", version=2, detected_ms=5,
+                        explanation={"features": [], "spread": spread})
+    assert json.loads(encode_json(event))["spread"] == spread

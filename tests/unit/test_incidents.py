@@ -233,6 +233,14 @@ def test_restore_keeps_only_owned_partitions_and_the_latest_event_of_each_incide
     assert [(e["event"], e["sequence"]) for e in resolved] == [("resolved", 3)]
 
 
+def test_a_feature_whose_spread_fired_leads_the_incident_though_its_error_is_small():
+    explanation = {"features": [{"feature": "flow", "z": 6.0}, {"feature": "pump", "z": 0.4}],
+                   "spread": [{"feature": "pump", "change": "grown", "spread_ratio": 3.2}]}
+    assert feature_names(explanation) == (("pump", 6.0), ("flow", 6.0))
+    assert feature_names({"features": [{"feature": "a", "z": 2.0}], "spread": []}) == (
+        ("a", 2.0),)
+
+
 def test_feature_names_of_vectors_and_image_regions():
     assert feature_names({"features": [{"feature": "flow", "z": np.float32(4.5)},
                                        {"feature": 3, "z": 2.0}]}) == (("flow", 4.5), ("3", 2.0))
