@@ -81,19 +81,20 @@ def explain(sample: Sample, values: np.ndarray, reconstructed: np.ndarray, z: np
 def spread_changes(stats: ErrorStats, window: np.ndarray | None, names: Sequence[str] | None,
                    threshold: float | None) -> list[dict]:
     """The ``spread`` part of a window's event, when its spread alone passes the threshold
-    (an amplitude that grew): the model rebuilds such a window well, as the normal shape
-    scaled, so the features with the largest errors are not what the alarm is about."""
+    (an amplitude that grew, or a feature that always moves gone flat): the model rebuilds
+    such a window well, as the normal shape scaled, so the features with the largest
+    errors are not what the alarm is about."""
     if window is None or threshold is None:
         return []
     score = stats.spread_scores(window[None])
     if score is None or float(score[0]) <= threshold:
         return []
-    growth = stats.spread_growth(window)
-    if growth is None:
+    found = stats.spread_change(window)
+    if found is None:
         return []
-    feature, ratio = growth
+    feature, kind, ratio = found
     return [{"feature": names[feature] if names is not None and feature < len(names)
-             else feature, "change": "grown", "spread_ratio": round(ratio, 3)}]
+             else feature, "change": kind, "spread_ratio": round(ratio, 3)}]
 
 
 def unseen_values(sample: Sample, values: np.ndarray, unseen: np.ndarray) -> list[dict]:

@@ -101,7 +101,9 @@ def _header(detector: Detector, threshold_state: dict, metadata: dict, version: 
                         "parts": (None if stats.parts is None
                                   else [part.state() for part in stats.parts]),
                         "spread_typical": (None if stats.spread_typical is None
-                                           else stats.spread_typical.tolist())},
+                                           else stats.spread_typical.tolist()),
+                        "spread_low": (None if stats.spread_low is None
+                                       else stats.spread_low.tolist())},
         "train_loss": float(detector.train_loss),
         "val_loss": float(detector.val_loss),
         "epochs_run": int(detector.epochs_run),
@@ -173,7 +175,7 @@ def _build(header: dict, tensors: dict[str, np.ndarray]) -> Checkpoint:
         scaler = Scaler.from_state(
             {n[7:]: t for n, t in tensors.items() if n.startswith("scaler.")})
         sample_stats = header["error_stats"]
-        parts, spread_typical = parts_from_state(sample_stats)
+        parts, spread_typical, spread_low = parts_from_state(sample_stats)
         stats = ErrorStats(
             method=sample_stats["method"],
             calibration=TailCalibration.from_state(sample_stats["calibration"]),
@@ -182,6 +184,7 @@ def _build(header: dict, tensors: dict[str, np.ndarray]) -> Checkpoint:
             feature_mean=_as_array(tensors, "error_stats.feature_mean"),
             parts=parts,
             spread_typical=spread_typical,
+            spread_low=spread_low,
         )
         if any(a.shape != shape for a in (stats.feature_centre, stats.feature_scale,
                                           stats.feature_mean)) or (

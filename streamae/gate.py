@@ -7,6 +7,9 @@
 * **confirmed store** (the buffer's flagged ring): readings flagged ``confirm_margin``
   above the threshold, kept across versions for the reference set.
 * **calibration ring**: every reading scored normal (for a rolling quantile or SPOT).
+* **alarms**: the latest readings flagged since the last :meth:`Gate.take_alarms`, with how
+  many were flagged and scored meanwhile, so a retrain is judged on what the model in
+  force actually flagged (``reference.chance_share``), not only on confirmed anomalies.
 * **latest ring**: every reading, for a retrain on a new regime (drift, operator).
 
 The loop pays almost nothing per batch: ``route`` keeps a reference to the batch, and
@@ -17,6 +20,7 @@ once, a few slice copies into preallocated rings.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +38,15 @@ def gate_limit(threshold_value: float | None, gate_score: float) -> float | None
     return min(gate_score, threshold_value)
 
 
+@dataclass(frozen=True)
+class Alarms:
+    """Readings flagged since the last take: the latest of them, and the counts."""
+
+    values: np.ndarray  # the latest flagged readings (at most ``flagged_windows``)
+    flagged: int  # readings flagged meanwhile (kept or not)
+    scored: int  # readings scored meanwhile with a warm threshold
+
+
 class Gate:
     """The rings and the routing of a scored batch into them (module docstring)."""
 
@@ -49,6 +62,8 @@ class Gate:
                                    settings.flagged_windows)
         self.recent = ReplayBuffer(settings.calibration_windows, small, 0)
         self.latest = ReplayBuffer(2 * settings.regime_windows, small, 0)
+        self.alarms = ReplayBuffer(max(1, settings.flagged_windows), small, 0)
+        self._flagged = self._scored = 0
 
     def route(self, values: np.ndarray, scores: np.ndarray, flags: np.ndarray,
               threshold: float | None) -> bool:
@@ -80,6 +95,9 @@ class Gate:
             self._add(self.buffer.add, values[scores < limit])
             self._add(self.buffer.add_flagged, values[confirmed])
             self._add(self.recent.add, values[~flags])
+            self._add(self.alarms.add, values[flags])
+            self._flagged += int(flags.sum())
+            self._scored += len(flags)
         if self.on_flush is not None:
             self.on_flush(np.asarray(flags, dtype=bool))
 
@@ -89,6 +107,14 @@ class Gate:
         try:
             add(items)
         except ValueError:  # a new model with another input shape: start over
-            for ring in (self.buffer, self.recent, self.latest):
+            for ring in (self.buffer, self.recent, self.latest, self.alarms):
                 ring.clear()
             add(items)
+
+    def take_alarms(self) -> Alarms:
+        """The readings flagged since the last take, and the counts; starts a new span."""
+        self.flush()
+        taken = Alarms(self.alarms.snapshot(), self._flagged, self._scored)
+        self.alarms.clear()
+        self._flagged = self._scored = 0
+        return taken

@@ -379,7 +379,7 @@ def incident_from_event(event: dict, position: Position) -> Incident:
 
 def feature_names(explanation: dict[str, Any]) -> tuple[tuple[str, float], ...]:
     """(name, z) of an anomaly explanation's features, or of its image regions. A feature
-    whose spread made the alarm (``spread``: an amplitude that grew) comes first, weighed as the
+    whose spread made the alarm (``spread``: grown or gone flat) comes first, weighed as the
     event's strongest error: the alarm is about it, though its own error is small."""
     if explanation.get("features"):
         named = tuple((str(f["feature"]), float(f["z"])) for f in explanation["features"])

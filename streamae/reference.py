@@ -5,12 +5,14 @@ the champion compounds (each version may lose a share of what the last one caugh
 after a few promotions nothing is caught). Instead, on the calibrated scale:
 
 * **Reference set**: confirmed anomalies (windows some version scored well above its
-  threshold, kept across versions) plus synthetic perturbations of recent normal windows
-  (a spike, a stuck value, a broken correlation), made by one generator with one seed, so
-  the same data gives the same set.
+  threshold, kept across versions), the windows the model in force flagged since the last
+  retrain when they are far more than its false alarms would be (``chance_share``), plus
+  synthetic perturbations of recent normal windows (a spike, a stuck value, a broken
+  correlation), made by one generator with one seed, so the same data gives the same set.
 * **Detection**: the challenger must flag each part of the reference set (the confirmed
-  anomalies, and each kind of synthetic one, so that a small part cannot hide in a large
-  one) at no less than the *anchor* model's rate on the same part, minus ``tolerance``.
+  anomalies, the recent alarms, and each kind of synthetic one, so that a small part cannot
+  hide in a large one) at no less than the *anchor* model's rate on the same part, minus
+  ``tolerance`` (and, for the recent alarms, minus the share chance explains).
   The anchor is the first model (or the one an operator or a followed drift accepted);
   it never moves with promotions.
 * **False alarms**: on recent normal windows it did not train on, the challenger's alarm
@@ -89,6 +91,20 @@ def synthetic(normal: np.ndarray, n: int, seed: int = SEED) -> np.ndarray:
             _mirror(item, mean, int(np.argmax(deviation.max(axis=0))))
         out.append(item.reshape(data.shape[1:]))
     return np.stack(out).astype(np.float32)
+
+
+MIN_ALARMS = 10  # flagged windows needed to judge a model on them
+OVER_CHANCE = 10.0  # ... and at least this many times the false alarms the target explains
+
+
+def chance_share(flagged: int, scored: int, target: float) -> float | None:
+    """The share of ``flagged`` windows (of ``scored``) that false alarms at the ``target``
+    rate explain; None when there are too few, or too few beyond chance, to judge a model
+    on (on clean data every alarm is a false one, and no model repeats another's)."""
+    expected = target * scored
+    if flagged < max(MIN_ALARMS, OVER_CHANCE * expected):
+        return None
+    return expected / flagged
 
 
 SCORE_FLOOR = 1.0  # below this a factor of 2 is noise (0.2 against 0.4), not a new meaning

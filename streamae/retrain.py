@@ -40,7 +40,7 @@ import numpy as np
 from streamae.checkpoints import checkpoint_to_bytes, load_version, save_checkpoint
 from streamae.drift import stable
 from streamae.exceptions import CheckpointError
-from streamae.gate import Gate
+from streamae.gate import Alarms, Gate
 from streamae.live import (
     KEY_PROFILES,
     LiveModel,
@@ -52,6 +52,7 @@ from streamae.live import (
 from streamae.metrics import Metrics
 from streamae.reference import (
     Verdict,
+    chance_share,
     detection_rate,
     far_limit,
     judge,
@@ -236,12 +237,13 @@ class Retrainer:
         self._snapshot_profiles()
         self._mark, self._last = self.gate.seen, self.clock()
         data, confirmed = self.buffer.snapshot(), self.buffer.flagged_snapshot()
-        recent = self.recent.snapshot()
-        log.info("event=retrain_started windows=%d confirmed=%d calibration=%d champion=%d "
-                 "anchor=%d", len(data), len(confirmed), len(recent), live.version,
+        recent, alarms = self.recent.snapshot(), self.gate.take_alarms()
+        log.info("event=retrain_started windows=%d confirmed=%d alarms=%d scored=%d "
+                 "calibration=%d champion=%d anchor=%d", len(data), len(confirmed),
+                 alarms.flagged, alarms.scored, len(recent), live.version,
                  self._anchor.live.version if self._anchor else live.version)
         self._job = self._executor.submit(self._job_guarded, self._retrain, live, data,
-                                          confirmed, recent, self._anchor)
+                                          confirmed, recent, alarms, self._anchor)
 
     def _maybe_start_regime(self, live: LiveModel) -> None:
         """An operator's request at once; a drift's once the latest readings are stable
@@ -259,6 +261,7 @@ class Retrainer:
         if len(data) < self.settings.min_windows:
             return
         reason, self._regime = self._regime, None
+        self.gate.take_alarms()  # the old regime's alarms judge no later challenger
         self._mark, self._last = self.gate.seen, self.clock()
         self._snapshot_profiles()
         log.info("event=retrain_started kind=regime reason=%s windows=%d champion=%d", reason,
@@ -338,7 +341,7 @@ class Retrainer:
         return detector
 
     def _retrain(self, champion: LiveModel, data: np.ndarray, confirmed: np.ndarray,
-                 recent: np.ndarray, anchor: _Anchor) -> str:
+                 recent: np.ndarray, alarms: Alarms, anchor: _Anchor) -> str:
         train, holdout = split_holdout(data, self.settings.holdout_fraction)
         detector = self._fit(train)
         normal = recent[-len(holdout):] if len(recent) else holdout  # not trained on
@@ -351,7 +354,7 @@ class Retrainer:
         challenger = Scorer(detector, self.device, self.max_batch)
         scores = challenger.score(recent).scores if len(recent) else np.zeros(0, np.float32)
         threshold = calibrate(self.threshold_settings, challenger.detector, scores)
-        verdict = self._judge(challenger, threshold, anchor, confirmed, data, normal)
+        verdict = self._judge(challenger, threshold, anchor, confirmed, alarms, data, normal)
         self.verdicts.append(verdict)
         log.info("event=challenger_judged promote=%s reason=%s part=%s recall=%.3f "
                  "anchor_recall=%.3f far=%.5f far_limit=%.5f score_agreement=%.3f "
@@ -371,16 +374,21 @@ class Retrainer:
         return "promoted"
 
     def _judge(self, challenger: Scorer, threshold: Threshold, anchor: _Anchor,
-               confirmed: np.ndarray, data: np.ndarray, normal: np.ndarray) -> Verdict:
+               confirmed: np.ndarray, alarms: Alarms, data: np.ndarray,
+               normal: np.ndarray) -> Verdict:
         """The absolute rule of ``reference`` on this challenger."""
         fake = synthetic(data[-4 * self.settings.reference_synthetic:],
                          self.settings.reference_synthetic)
         reference = parts(confirmed, fake)
+        chance = chance_share(alarms.flagged, alarms.scored, self._target(threshold.value))
+        if chance is not None and len(alarms.values):
+            reference["alarms"] = alarms.values
         keeper = self._anchor_copy(anchor)
         scores = {name: (challenger.score(items).scores, keeper.score(items).scores)
                   for name, items in reference.items()}
         recalls = {name: (detection_rate(mine, threshold.value),
-                          detection_rate(theirs, anchor.threshold))
+                          detection_rate(theirs, anchor.threshold)
+                          - (chance if name == "alarms" else 0.0))
                    for name, (mine, theirs) in scores.items()}
         agreement = score_agreement(
             np.concatenate([mine for mine, _ in scores.values()] or [np.zeros(0)]),

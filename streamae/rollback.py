@@ -7,9 +7,11 @@ model scores the same readings in the background:
 * **explosion**: roll back when the new model flags them far more often than the previous
   one does (a fault that began meanwhile raises both rates: that is the data, not the
   model);
-* **collapse**: roll back when the readings the previous model confirmed (scored
-  ``confirm_margin`` above its threshold) go unflagged by the new one beyond what the
-  anchor also misses. They join the reference set either way.
+* **collapse**: roll back when the readings the previous model flagged go unflagged by
+  the new one beyond what the anchor also misses (less the share of them that false
+  alarms explain, ``reference.chance_share``); when too few are flagged beyond chance,
+  the ones it confirmed (scored ``confirm_margin`` above its threshold). The confirmed
+  ones join the reference set either way.
 
 A regime retrain (a followed drift, an operator's accept) is not checked for a collapse:
 the alarms falling is what was asked for.
@@ -25,13 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamae.live import LiveModel
-from streamae.reference import detection_rate
+from streamae.reference import MIN_ALARMS, chance_share, detection_rate
 from streamae.scoring import Scorer
 from streamae.thresholds import AlarmRate
 
 log = logging.getLogger(__name__)
-
-MIN_CONFIRMED = 10  # confirmed readings a collapse check needs to judge
 
 
 @dataclass
@@ -96,15 +96,20 @@ def _exploded(watch: Watch, check: Check, new: np.ndarray, old: np.ndarray) -> b
 def _collapsed(watch: Watch, check: Check, values: np.ndarray, new: Scorer, old: np.ndarray,
                add_confirmed: Callable[[np.ndarray], None]) -> bool:
     old_value = watch.previous.threshold.value
+    flagged = old > (old_value if old_value is not None else math.inf)
     confirmed = values[old > (old_value if old_value is not None else math.inf)
                        + check.confirm_margin]
-    if len(confirmed) < MIN_CONFIRMED:
+    chance = chance_share(int(flagged.sum()), len(values), check.target)
+    if chance is None and len(confirmed) < MIN_ALARMS:
         log.info("event=promotion_confirmed reason=collapse version=%d confirmed=%d "
-                 "detail=%r", watch.version, len(confirmed), "too few confirmed to judge")
+                 "detail=%r", watch.version, len(confirmed), "too few alarms to judge")
         return False
-    add_confirmed(confirmed)
-    recall = detection_rate(new.score(confirmed).scores, check.live.threshold.value)
-    expected = detection_rate(check.anchor.score(confirmed).scores, check.anchor_threshold)
+    if len(confirmed):
+        add_confirmed(confirmed)
+    judged = values[flagged] if chance is not None else confirmed
+    recall = detection_rate(new.score(judged).scores, check.live.threshold.value)
+    expected = (detection_rate(check.anchor.score(judged).scores, check.anchor_threshold)
+                - (chance or 0.0))
     bad = recall < expected - check.tolerance
     log.log(logging.WARNING if bad else logging.INFO,
             "event=%s reason=collapse version=%d recall=%.3f anchor_recall=%.3f",

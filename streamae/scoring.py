@@ -92,6 +92,9 @@ def runs_in_torch(kind: str, device: str) -> bool:
     return device != "cpu" or kind == "conv"
 
 
+LIVELY_SHARE = 4.0  # a feature whose 1% lowest spread stays above typical / this is lively
+
+
 def _centre_scale(values: np.ndarray, method: ErrorMethod) -> tuple[np.ndarray, np.ndarray]:
     """Centre and scale over axis 0, the scale floored so no division explodes."""
     if method == "z":
@@ -155,6 +158,25 @@ def spread_raw(scaled: np.ndarray, typical: np.ndarray) -> np.ndarray:
     return (window_spread(scaled) / typical).max(axis=1)
 
 
+def spread_low(spread: np.ndarray, typical: np.ndarray) -> np.ndarray:
+    """Per feature, the 1% lowest spread of normal windows where that stays above
+    1/LIVELY_SHARE of the typical spread (a feature that always moves: a cycle, a noisy
+    sensor), else 0 (a flag, a level that is often steady: its calm is normal)."""
+    low = np.quantile(np.asarray(spread, dtype=np.float64), 0.01, axis=0)
+    return np.where(low > typical / LIVELY_SHARE, low, 0.0).astype(np.float32)
+
+
+def flat_ratios(spread: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Window spreads (B, D) -> (B, D): for features that always move, the ratio of the
+    feature's 1% lowest normal spread to this window's (0 where calm is normal). A stuck
+    sensor or a missing cycle is a flat window, which a model of a cycle rebuilds as one
+    of zero amplitude: its error stays small, its spread does not. Normal windows stay at
+    or below 1 (99%), under the growing amplitude's ratios, so the two share one
+    calibration. (The typical spread in the numerator instead let calm normal windows
+    into the tail, and spiky normal's recall fell to 0.58.)"""
+    return low / np.maximum(spread, np.maximum(1e-3 * low, 1e-12))
+
+
 def peak_raw(feature_errors: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Windows (B, L, D) -> (B,): the largest of the window's per-reading errors (each the
     mean over features of the weighted error), where the mean over the window dilutes a
@@ -175,7 +197,8 @@ class ErrorStats:
 
     Windows are judged three ways: by the mean error over the window (a distorted shape),
     by its worst reading (a spike, diluted L times in the mean) and by the spread of its
-    readings (``spread_raw``: an amplitude that grows). Each statistic is first calibrated
+    readings (``spread_raw``: an amplitude that grows; ``flat_ratios``: a feature that always
+    moves gone flat, as a stuck sensor). Each statistic is first calibrated
     on its own (``parts``). Mean and peak are strongly correlated: ``calibration`` maps the
     rarer of the two to the tail probability of the pair (fitted, no Bonferroni guess).
     The spread, nearly independent of the errors, joins by the union bound: P(pair or
@@ -192,6 +215,7 @@ class ErrorStats:
     feature_mean: np.ndarray  # (*input_shape,) mean error, weighs features in the raw score
     parts: tuple[TailCalibration, ...] | None = None  # windows: (mean, peak[, spread])
     spread_typical: np.ndarray | None = None  # (D,) windows: typical spread per feature
+    spread_low: np.ndarray | None = None  # (D,) windows: see spread_low (None: older state)
 
     def __post_init__(self) -> None:
         self._weight = feature_weights(self.feature_mean)
@@ -211,7 +235,7 @@ class ErrorStats:
             return pair
         if scaled is None:
             raise ModelError("a window's spread needs its scaled readings")
-        spread = self.parts[2].scores(spread_raw(scaled, self.spread_typical))
+        spread = self.parts[2].scores(self._spread_raw(scaled))
         return np.maximum(self.calibration.scores(pair), spread)
 
     def spread_scores(self, scaled: np.ndarray) -> np.ndarray | None:
@@ -220,14 +244,33 @@ class ErrorStats:
         that the spread, not the error, made the alarm."""
         if self.spread_typical is None or self.parts is None or len(self.parts) < 3:
             return None
-        return self.parts[2].scores(spread_raw(scaled, self.spread_typical)) - UNION_OF_TWO
+        return self.parts[2].scores(self._spread_raw(scaled)) - UNION_OF_TWO
 
-    def spread_growth(self, window: np.ndarray) -> tuple[int, float] | None:
-        """One scaled window (L, D) -> (feature, its spread / typical) for the feature whose
-        spread grew most past its typical one, None if none grew."""
-        ratio = window_spread(window[None])[0] / self.spread_typical
-        grown = int(np.argmax(ratio))
-        return (grown, float(ratio[grown])) if ratio[grown] > 1.0 else None
+    def spread_change(self, window: np.ndarray) -> tuple[int, str, float] | None:
+        """One scaled window (L, D) -> (feature, "grown" or "flat", its spread / typical)
+        for the feature whose spread lies furthest outside normal (the measure the spread
+        part scores), None if none does."""
+        spread = window_spread(window[None])
+        grown, flat = self._spread_ratios(spread)
+        feature = int(np.argmax(np.maximum(grown, flat)[0]))
+        ratio = float(spread[0, feature] / self.spread_typical[feature])
+        if grown[0, feature] >= flat[0, feature]:
+            return (feature, "grown", ratio) if grown[0, feature] > 1.0 else None
+        return (feature, "flat", ratio) if flat[0, feature] > 1.0 else None
+
+    def _spread_ratios(self, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Window spreads (B, D) -> (grown, flat) ratios (B, D): spread over typical, and
+        ``flat_ratios`` (zeros for a state saved before windows were judged flat)."""
+        grown = spread / self.spread_typical
+        if self.spread_low is None:
+            return grown, np.zeros_like(grown)
+        return grown, flat_ratios(spread, self.spread_low)
+
+    def _spread_raw(self, scaled: np.ndarray) -> np.ndarray:
+        """A window's spread in units of normal: grown (``spread_raw``) or gone flat
+        (``flat_ratios``), whichever is further out, over its features."""
+        grown, flat = self._spread_ratios(window_spread(scaled))
+        return np.maximum(grown, flat).max(axis=1)
 
     def mean_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray) -> np.ndarray:
         """The mean of feature errors, each in units of its typical error: an error's size
@@ -259,8 +302,12 @@ class ErrorStats:
             raw = np.maximum(parts[0].scores(raw), parts[1].scores(peak))
             if scaled is not None:
                 reference = scaled if spread_reference is None else spread_reference
-                typical = spread_typical(window_spread(reference))
-                parts = (*parts, TailCalibration.fit(spread_raw(reference, typical)))
+                spreads = window_spread(reference)
+                typical = spread_typical(spreads)
+                stats = cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean,
+                            None, typical, spread_low(spreads, typical))
+                stats.parts = (*parts, TailCalibration.fit(stats._spread_raw(reference)))
+                return stats
         return cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean, parts, typical)
 
     def normalise_scores(self, raw: np.ndarray) -> np.ndarray:
@@ -281,6 +328,7 @@ class ErrorStats:
             "parts": None if self.parts is None else [p.state() for p in self.parts],
             "spread_typical": (None if self.spread_typical is None
                                else self.spread_typical.tolist()),
+            "spread_low": None if self.spread_low is None else self.spread_low.tolist(),
             "shape": list(self.feature_centre.shape),
             "feature_centre": self.feature_centre.ravel().tolist(),
             "feature_scale": self.feature_scale.ravel().tolist(),
@@ -306,18 +354,24 @@ class ErrorStats:
 
 def parts_from_state(
     state: dict,
-) -> tuple[tuple[TailCalibration, ...] | None, np.ndarray | None]:
-    """The part calibrations of a state and the typical spreads: (mean, peak) from before
-    the spread part existed, nothing from before parts did."""
-    parts, typical = state.get("parts"), state.get("spread_typical")
+) -> tuple[tuple[TailCalibration, ...] | None, np.ndarray | None, np.ndarray | None]:
+    """The part calibrations of a state, the typical spreads and the lively features' low
+    spreads: (mean, peak) from before the spread part existed, nothing from before parts
+    did, no low spreads from before flat windows were judged."""
+    parts, typical, low = state.get("parts"), state.get("spread_typical"), state.get("spread_low")
     if parts is None:
-        return None, None
+        return None, None, None
     if not isinstance(parts, list) or len(parts) != (2 if typical is None else 3):
         raise ModelError("malformed error stats: parts")
     spreads = None if typical is None else np.asarray(typical, dtype=np.float32).ravel()
     if spreads is not None and not (np.isfinite(spreads).all() and (spreads > 0).all()):
         raise ModelError("malformed error stats: typical spreads must be finite and > 0")
-    return tuple(TailCalibration.from_state(part) for part in parts), spreads
+    lows = None if low is None or spreads is None else np.asarray(low, np.float32).ravel()
+    if lows is not None and (lows.shape != spreads.shape or not np.isfinite(lows).all()
+                             or (lows < 0).any()):
+        raise ModelError("malformed error stats: low spreads must be finite, >= 0, one per "
+                         "feature")
+    return tuple(TailCalibration.from_state(part) for part in parts), spreads, lows
 
 
 @dataclass
@@ -350,7 +404,7 @@ class ScoreBatch:
     reconstructed: np.ndarray  # (B, *shape), original units
     latent: np.ndarray | None = None  # (B, latent_size), posterior mean for VAEs
     unseen: np.ndarray | None = None  # (B, *shape) bools: constant-in-training, now changed
-    scaled: np.ndarray | None = None  # (B, L, D) windows: the model's view (spread_growth)
+    scaled: np.ndarray | None = None  # (B, L, D) windows: the model's view (spread_change)
 
 
 def chunk_size(kind: str, device: str, max_batch: int) -> int:

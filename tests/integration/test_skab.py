@@ -29,12 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # A mix of files the detector finds easy and hard.
 FILES = ("valve1/0.csv", "valve1/5.csv", "valve2/0.csv", "other/11.csv")
 # Measured with `benchmarks/skab.py --configs frozen --in-process --files <these>` (the
-# daemon's defaults, window input); see docs/quality.md. (0.720 / 23.19 / 32.99 before a
+# daemon's defaults, window input); see docs/quality.md. (0.716 / 21.80 / 34.14 before a
+# window gone flat was judged too; 0.720 / 23.19 / 32.99 before a
 # window's spread was judged too; 0.716 / 20.99 / 34.51 before a window's worst reading
 # was scored too; 0.660 / 9.58 / 46.82 before key profiles, which
 # cut the warm-up from 385 to 337 windows; 0.693 / 10.75 / 42.27 before scores were
 # calibrated, with SKAB-named centred channels and a SKAB-chosen margin.)
-EXPECTED = {"f1": 0.716, "far": 21.80, "mar": 34.14}
+EXPECTED = {"f1": 0.714, "far": 22.46, "mar": 34.20}
 TOLERANCE = {"f1": 0.03, "far": 3.0, "mar": 3.0}  # CPU kernels differ a little between hosts
 
 
@@ -157,7 +158,8 @@ def test_skab_figures_through_kafka_stay_near_the_measured_ones(
     got = {"f1": c.f1, "far": c.far, "mar": c.mar}
     for name, value in got.items():
         assert abs(value - EXPECTED[name]) <= TOLERANCE[name], (name, got, EXPECTED)
-    # 0.782 measured; 0.780 before a window's spread was judged too, 0.786 before its
+    # 0.778 measured; 0.782 before a window gone flat was judged too, 0.780 before its
+    # spread was judged too, 0.786 before its
     # worst reading was scored too (on all 34 files 0.843 against 0.844), 0.831 with the
     # 385-window warm-up
     assert figure.auc > 0.77

@@ -195,6 +195,16 @@ def test_a_window_alarmed_by_its_spread_names_the_feature_that_grew(spread_stats
     assert spread_changes(spread_stats, None, names, threshold=4.0) == []  # not a window
 
 
+def test_a_window_alarmed_because_a_moving_feature_went_flat_names_it(spread_stats):
+    """A stuck sensor on a cycle: rebuilt as a cycle of zero amplitude, small errors."""
+    rng = np.random.default_rng(10)
+    stuck = cycling_windows(rng, 1)[0]
+    stuck[:, 0] = 0.2
+    (entry,) = spread_changes(spread_stats, stuck, ("pump", "vibration"), threshold=4.0)
+    assert (entry["feature"], entry["change"]) == ("pump", "flat")
+    assert entry["spread_ratio"] < 0.05
+
+
 def test_build_event_carries_the_spread_part():
     values = np.zeros((16, 2), np.float32)
     spread = [{"feature": "vibration", "change": "grown", "spread_ratio": 3.2}]

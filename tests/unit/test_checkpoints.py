@@ -58,6 +58,11 @@ def test_round_trip_scores_identically(tmp_path, detectors, kind):
     np.testing.assert_array_equal(before.feature_z, after.feature_z)
     np.testing.assert_array_equal(loaded.detector.validation_scores, detector.validation_scores)
     assert (loaded.detector.error_stats.parts is not None) == (kind == "conv1d")  # windows
+    for name in ("spread_typical", "spread_low"):  # windows: how the spread is judged
+        saved, back = (getattr(d.error_stats, name) for d in (detector, loaded.detector))
+        assert (saved is None) == (back is None) == (kind != "conv1d")
+        if saved is not None:
+            np.testing.assert_array_equal(back, saved)
 
 
 def test_bytes_round_trip(detectors):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from streamae.reference import (
+    chance_share,
     far_limit,
     judge,
     parts,
@@ -80,6 +81,13 @@ def test_a_challenger_whose_scores_moved_is_rejected_after_detection_and_alarms(
     # a challenger that also misses the reference is rejected for that first
     assert judge({"spike": (0.5, 0.9)}, 0.0, 0.01, sizes, 0.05, 0.5, 0.9).reason == (
         "misses_reference")
+
+
+def test_recent_alarms_judge_a_model_only_when_far_beyond_chance():
+    assert chance_share(9, 100, 1e-4) is None  # too few to judge
+    assert chance_share(10, 200_000, 1e-4) is None  # 20 false alarms expected: all chance
+    assert chance_share(50, 10_000, 1e-4) == pytest.approx(1.0 / 50)  # 1 of 50 is chance
+    assert chance_share(200, 200_000, 1e-4) == pytest.approx(0.1)
 
 
 def test_far_limit_is_near_the_target_and_allows_one_unlucky_window():

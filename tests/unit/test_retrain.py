@@ -144,6 +144,11 @@ def test_gate_admits_only_readings_well_inside_normal(tmp_path, champion_detecto
     assert len(h.retrainer.recent) == 40  # every window scored normal, for calibration
     assert len(h.retrainer.latest) == 60  # every window, for a regime retrain
     assert h.metrics.registry.get_sample_value("streamae_buffer_windows") == expected
+    alarms = h.retrainer.gate.take_alarms()  # every flagged window, confirmed or not
+    np.testing.assert_array_equal(alarms.values, values[40:])
+    assert (alarms.flagged, alarms.scored) == (20, 60)
+    again = h.retrainer.gate.take_alarms()  # a take starts a new span
+    assert (len(again.values), again.flagged, again.scored) == (0, 0, 0)
     h.close()
 
 
@@ -274,6 +279,23 @@ def test_challenger_that_learnt_the_anomaly_is_rejected(tmp_path, champion_detec
     h.close()
 
 
+def test_challenger_blind_to_the_champions_recent_alarms_is_rejected(
+        tmp_path, champion_detector):
+    """Nothing confirmed (the anomalies score just above the threshold), but the champion
+    flagged far more than chance explains: a challenger that no longer flags them loses."""
+    def train_on_anomaly(data, stop):
+        return train_detector(np.concatenate([data, anomalous(600, seed=4)]), MODEL, "cpu")
+
+    h = Harness(tmp_path, champion_detector, train=train_on_anomaly, confirm_margin=1e6)
+    h.feed(np.concatenate([anomalous(60, seed=8), normal(400, seed=5)]))
+    assert len(h.retrainer.buffer.flagged_snapshot()) == 0
+    assert h.count("rejected") >= 1 and h.count("promoted") == 0
+    verdict = h.retrainer.verdicts[0]
+    assert (verdict.reason, verdict.part) == ("misses_reference", "alarms")
+    assert verdict.confirmed == 0 and verdict.anchor_recall > 0.8
+    h.close()
+
+
 def test_promotions_do_not_compound_the_anchor_stays(tmp_path, champion_detector):
     """Every challenger is measured against the first model on the same reference set."""
     h = Harness(tmp_path, champion_detector, every_windows=300, rollback_window=50)
@@ -322,8 +344,11 @@ def test_an_explosion_the_previous_model_shares_is_the_data_not_the_model(
     h.close()
 
 
-def test_alarm_collapse_that_misses_confirmed_anomalies_rolls_back(tmp_path, champion_detector):
-    h = Harness(tmp_path, champion_detector, every_windows=300, rollback_window=100)
+@pytest.mark.parametrize("confirm_margin", [2.0, 1e6])  # confirmed, or only flagged
+def test_alarm_collapse_that_misses_the_previous_alarms_rolls_back(tmp_path, champion_detector,
+                                                                   confirm_margin):
+    h = Harness(tmp_path, champion_detector, every_windows=300, rollback_window=100,
+                confirm_margin=confirm_margin)
     mixed = normal(400, seed=5)
     mixed[::5] = anomalous(80, seed=9)  # 20% anomalous: the alarm rate before is high
     h.feed(mixed[:300])  # the retrain is due with the last batch: the watch starts next

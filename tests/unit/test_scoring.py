@@ -18,6 +18,7 @@ from streamae.scoring import (
     peak_raw,
     resolve_device,
     sample,
+    spread_raw,
     top_features,
     weighted_raw,
     worst_patches,
@@ -118,6 +119,58 @@ def test_a_window_whose_amplitude_triples_is_rare_though_its_errors_are_normal()
     assert 0.005 < share < 0.02, share  # measured 0.012
     with pytest.raises(ModelError, match="spread needs"):
         stats.sample_raw(errors[:3].mean(axis=(1, 2)), errors[:3])
+
+
+def test_a_window_gone_flat_is_rare_where_the_feature_always_moves_and_normal_where_not():
+    """A stuck sensor or a missing cycle: the model rebuilds a flat window as a cycle of
+    zero amplitude, so only the spread can tell. A feature that is often calm in normal
+    data (here a level that holds still half the time) may go flat unremarked."""
+    rng = np.random.default_rng(6)
+    errors, scaled = window_errors(rng, 4000), calm_windows(rng, 4000)
+    scaled[:2000, :, 1] = 0.02 * rng.normal(size=(2000, 16))  # feature 1: often calm
+    stats = ErrorStats.from_errors(errors.mean(axis=(1, 2)), errors, "robust_z", scaled)
+    assert stats.spread_low is not None
+    assert stats.spread_low[0] > 0 and stats.spread_low[1] == 0  # lively, and not
+
+    def score(windows: np.ndarray) -> np.ndarray:
+        fresh = window_errors(rng, len(windows))
+        return stats.normalise_scores(stats.sample_raw(fresh.mean(axis=(1, 2)), fresh,
+                                                       windows))
+
+    stuck = calm_windows(rng, 200)
+    stuck[:, :, 0] = 0.4 + 0.01 * rng.normal(size=(200, 16))
+    assert np.median(score(stuck)) > 4
+    calm = calm_windows(rng, 200)
+    calm[:, :, 1] = 0.02 * rng.normal(size=(200, 16))
+    assert np.median(score(calm)) < 2
+    fresh_normal = calm_windows(rng, 20000)
+    fresh_normal[:10000, :, 1] = 0.02 * rng.normal(size=(10000, 16))
+    share = float(np.mean(score(fresh_normal) > 2))
+    assert 0.005 < share < 0.02, share  # the meaning holds: ~1% of normal windows pass 2
+    restored = ErrorStats.from_state(stats.state())
+    np.testing.assert_array_equal(restored.spread_low, stats.spread_low)
+
+
+def test_stats_saved_before_flat_windows_were_judged_score_by_the_grown_spread_alone():
+    rng = np.random.default_rng(7)
+    errors, scaled = window_errors(rng, 500), calm_windows(rng, 500)
+    stats = ErrorStats.from_errors(errors.mean(axis=(1, 2)), errors, "robust_z", scaled)
+    state = stats.state()
+    del state["spread_low"]
+    old = ErrorStats.from_state(state)
+    assert old.spread_low is None
+    stuck = calm_windows(rng, 5)
+    stuck[:, :, 0] = 0.4
+    probe = window_errors(rng, 5)
+    pair = old.calibration.scores(np.maximum(
+        old.parts[0].scores(old.mean_raw(probe.mean(axis=(1, 2)), probe)),
+        old.parts[1].scores(peak_raw(probe, feature_weights(old.feature_mean)))))
+    grown = old.parts[2].scores(spread_raw(stuck, old.spread_typical))
+    np.testing.assert_allclose(old.sample_raw(probe.mean(axis=(1, 2)), probe, stuck),
+                               np.maximum(pair, grown))
+    for bad in ([-1.0, 0.0], [float("nan"), 0.0], [1.0]):
+        with pytest.raises(ModelError, match="low spreads"):
+            ErrorStats.from_state({**stats.state(), "spread_low": bad})
 
 
 def test_stats_saved_before_the_spread_existed_score_by_mean_and_peak():
