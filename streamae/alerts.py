@@ -93,8 +93,27 @@ def spread_changes(stats: ErrorStats, window: np.ndarray | None, names: Sequence
     if found is None:
         return []
     feature, kind, ratio = found
-    return [{"feature": names[feature] if names is not None and feature < len(names)
-             else feature, "change": kind, "spread_ratio": round(ratio, 3)}]
+    return [{"feature": _name(names, feature), "change": kind, "spread_ratio": round(ratio, 3)}]
+
+
+def mode_deviations(stats: ErrorStats, window: np.ndarray | None,
+                    names: Sequence[str] | None, threshold: float | None) -> list[dict]:
+    """The ``mode`` part of a window's event, when the mode levels alone pass the threshold
+    (``streamae.modes``): the measured feature furthest from its operating mode's level, in
+    units of that mode's spread. A level that contradicts its command is rebuilt well by the
+    model, so the largest errors would not name it."""
+    if window is None or threshold is None:
+        return []
+    score = stats.mode_scores(window[None])
+    if score is None or float(score[0]) <= threshold:
+        return []
+    feature, deviation = stats.modes.deviation(window)
+    return [{"feature": _name(names, feature), "deviation": round(deviation, 3)}]
+
+
+def _name(names: Sequence[str] | None, feature: int) -> str | int:
+    """A feature's name where the reading has one, else its index."""
+    return names[feature] if names is not None and feature < len(names) else feature
 
 
 def unseen_values(sample: Sample, values: np.ndarray, unseen: np.ndarray) -> list[dict]:
@@ -104,7 +123,7 @@ def unseen_values(sample: Sample, values: np.ndarray, unseen: np.ndarray) -> lis
     if sample.window is not None:
         latest = sample.window.values[-1]
     columns = np.flatnonzero(unseen.any(axis=0) if unseen.ndim == 2 else unseen)
-    return [{"feature": names[c] if names is not None and c < len(names) else int(c),
+    return [{"feature": _name(names, int(c)),
              "actual": float(latest[c]), "note": "unseen value"} for c in columns]
 
 

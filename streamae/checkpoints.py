@@ -103,7 +103,9 @@ def _header(detector: Detector, threshold_state: dict, metadata: dict, version: 
                         "spread_typical": (None if stats.spread_typical is None
                                            else stats.spread_typical.tolist()),
                         "spread_low": (None if stats.spread_low is None
-                                       else stats.spread_low.tolist())},
+                                       else stats.spread_low.tolist()),
+                        "mode_tail": (None if stats.mode_tail is None
+                                      else stats.mode_tail.state())},
         "train_loss": float(detector.train_loss),
         "val_loss": float(detector.val_loss),
         "epochs_run": int(detector.epochs_run),
@@ -185,10 +187,13 @@ def _build(header: dict, tensors: dict[str, np.ndarray]) -> Checkpoint:
             parts=parts,
             spread_typical=spread_typical,
             spread_low=spread_low,
+            modes=scaler.modes if sample_stats.get("mode_tail") is not None else None,
+            mode_tail=(None if sample_stats.get("mode_tail") is None
+                       else TailCalibration.from_state(sample_stats["mode_tail"])),
         )
         if any(a.shape != shape for a in (stats.feature_centre, stats.feature_scale,
                                           stats.feature_mean)) or (
-                spread_typical is not None and spread_typical.shape != shape[-1:]):
+                spread_typical is not None and spread_typical.shape != shape[-1:]) :
             raise CheckpointError(f"error statistics do not match input shape {shape}")
         detector = Detector(
             model=model,

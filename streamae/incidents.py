@@ -379,14 +379,16 @@ def incident_from_event(event: dict, position: Position) -> Incident:
 
 def feature_names(explanation: dict[str, Any]) -> tuple[tuple[str, float], ...]:
     """(name, z) of an anomaly explanation's features, or of its image regions. A feature
-    whose spread made the alarm (``spread``: grown or gone flat) comes first, weighed as the
-    event's strongest error: the alarm is about it, though its own error is small."""
+    whose spread made the alarm (``spread``: grown or gone flat) or that left its mode's level
+    (``mode``) comes first, weighed as the event's strongest error: the alarm is about it,
+    though its own error is small."""
     if explanation.get("features"):
         named = tuple((str(f["feature"]), float(f["z"])) for f in explanation["features"])
     else:
         named = tuple((f"r{r['row']}c{r['col']}", float(r["z"]))
                       for r in explanation.get("regions") or ())
-    spread = tuple(str(s["feature"]) for s in explanation.get("spread") or ())
+    spread = tuple(dict.fromkeys(str(s["feature"]) for part in ("spread", "mode")
+                                 for s in explanation.get(part) or ()))
     if not spread:
         return named
     lead = max((z for _, z in named), default=1.0)

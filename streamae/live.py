@@ -96,6 +96,7 @@ def train_config(model: ModelSettings, normalisation: str = "robust_z") -> Train
         min_improvement=model.min_improvement,
         seed=model.seed,
         centre=model.centring,
+        operating_modes=model.operating_modes,
         trim_outliers=model.trim_outliers,
     )
 

@@ -433,6 +433,7 @@ def anomaly_event(
     window: dict | None = None,
     unseen: list[dict] | None = None,
     spread: list[dict] | None = None,
+    mode: list[dict] | None = None,
 ) -> dict:
     """The anomaly record (flat; optional explanation fields only when given).
 
@@ -456,7 +457,7 @@ def anomaly_event(
         "model_version": model_version,
     }
     optional = {"features": features, "regions": regions, "heatmap": heatmap, "window": window,
-                "unseen": unseen, "spread": spread}
+                "unseen": unseen, "spread": spread, "mode": mode}
     event.update({name: item for name, item in optional.items() if item is not None})
     return event
 

@@ -26,7 +26,7 @@ import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
-from streamae.alerts import AnomalyLog, build_event, explain, spread_changes
+from streamae.alerts import AnomalyLog, build_event, explain, mode_deviations, spread_changes
 from streamae.delivery import Delivery
 from streamae.exceptions import InfrastructureError
 from streamae.incident_feed import IncidentFeed
@@ -327,6 +327,9 @@ class Daemon:
         if batch.scaled is not None and (spread := spread_changes(
                 live.detector.error_stats, batch.scaled[i], sample.names, threshold)):
             explanation["spread"] = spread
+        if batch.scaled is not None and (mode := mode_deviations(
+                live.detector.error_stats, batch.scaled[i], sample.names, threshold)):
+            explanation["mode"] = mode
         event = build_event(sample, score=float(batch.scores[i]), threshold=float(threshold),
                             method=self.settings.threshold.method,
                             kind=live.detector.model.description,

@@ -20,7 +20,10 @@ feature that drifts in training (its level trends across training by more than i
 around the trend: a temperature following the room), and always a scalar stream's only feature:
 a level shift is then flagged while the window straddles the jump, and the new level is
 normal afterwards instead of flagging every reading that follows. A level that recurs (a
-cycle, a setpoint following a command) keeps its meaning.
+cycle, a setpoint following a command) keeps its meaning. Where windows hold two-valued
+columns (commands, modes), each measured value is fed less its mode's median
+(``streamae.modes``): the model learns the shape within a mode, the mode's level is judged
+apart.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Literal
 import numpy as np
 
 from streamae.exceptions import ModelError
+from streamae.modes import ModeLevels, distinct_counts
 
 Centring = Literal["auto", "none", "all"]
 CLIP = 10.0  # sigmas; standardised inputs are clipped to +-CLIP
@@ -77,7 +81,9 @@ def _choose_centred(x: np.ndarray, centre: Centring) -> np.ndarray:
     levels = x.mean(axis=1)  # (N, D) window means, in time order
     slow = levels.std(axis=0) > LEVEL_RATIO * np.maximum(x.std(axis=1).mean(axis=0),
                                                          ABSOLUTE_FLOOR)
-    return _drifting(levels) & slow
+    # A flag or command used more often late in training looks like a drift, but its level
+    # is its meaning: centred, it would become a many-valued column and lose its mode.
+    return _drifting(levels) & slow & (distinct_counts(x[:, -1, :]) > 2)
 
 
 def _centre(x: np.ndarray, centred: np.ndarray) -> np.ndarray:
@@ -96,7 +102,7 @@ class Scaler:
     """
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, constant: np.ndarray | None = None,
-                 centred: np.ndarray | None = None) -> None:
+                 centred: np.ndarray | None = None, modes: ModeLevels | None = None) -> None:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         if self.mean.shape != self.std.shape or self.mean.ndim > 1:
@@ -105,6 +111,9 @@ class Scaler:
             raise ModelError("scaler needs finite means and positive stds")
         self.constant = self._mask(constant)
         self.centred = self._mask(centred)
+        if modes is not None and not modes.fits(self.mean.size):
+            raise ModelError("scaler mode levels name columns it does not have")
+        self.modes = modes
 
     def _mask(self, mask: np.ndarray | None) -> np.ndarray:
         """A bool per feature (all False when absent or global)."""
@@ -121,9 +130,11 @@ class Scaler:
         return self.mean.ndim == 1
 
     @classmethod
-    def fit(cls, data: np.ndarray, per_feature: bool, centre: Centring = "none") -> Scaler:
+    def fit(cls, data: np.ndarray, per_feature: bool, centre: Centring = "none",
+            modes: bool = True) -> Scaler:
         """Fit on (N, *shape) in original units and time order (auto-centring looks for
-        drift); see the module docstring for the rules."""
+        drift); see the module docstring for the rules. ``modes``: look for operating
+        modes in windows."""
         x = np.asarray(data, dtype=np.float64)
         if not per_feature:
             std = max(float(x.std()), MAGNITUDE_FLOOR * abs(float(x.mean())), ABSOLUTE_FLOOR)
@@ -134,7 +145,11 @@ class Scaler:
         sample = rows[:: max(1, len(rows) // RESOLUTION_ROWS)]
         floor = np.maximum(0.5 * _resolution(sample), MAGNITUDE_FLOOR * np.abs(mean))
         constant = (rows.max(axis=0) == rows.min(axis=0)) & ~centred
-        return cls(mean, np.maximum(std, np.maximum(floor, ABSOLUTE_FLOOR)), constant, centred)
+        std = np.maximum(std, np.maximum(floor, ABSOLUTE_FLOOR))
+        readings = _centre(x, centred)[:, -1, :] if x.ndim == 3 and modes else None
+        modes = None if readings is None else ModeLevels.fit(
+            cls(mean, std, constant).transform(readings))
+        return cls(mean, std, constant, centred, modes)
 
     def transform(self, data: np.ndarray) -> np.ndarray:
         """Original units -> centred, standardised, clipped float32."""
@@ -143,12 +158,17 @@ class Scaler:
         np.clip(z, -CLIP, CLIP, out=z)
         if self.constant.any():
             z[..., self.constant] = 0.0
+        if self.modes is not None:
+            z = self.modes.residual(z)
         return z.astype(np.float32, copy=False)
 
     def inverse(self, data: np.ndarray, like: np.ndarray | None = None) -> np.ndarray:
         """Standardised -> original units; ``like`` (the inputs) gives centred windows their
-        levels back."""
-        x = np.asarray(data, dtype=np.float32) * self.std + self.mean
+        levels back, and readings their modes' levels (without it they stay residuals)."""
+        x = np.asarray(data, dtype=np.float32)
+        if self.modes is not None and like is not None:
+            x = self.modes.restore(x, (np.asarray(like, np.float32) - self.mean) / self.std)
+        x = x * self.std + self.mean
         if like is not None and self.centred.any():
             levels = np.asarray(like, dtype=np.float32)[..., self.centred].mean(axis=-2,
                                                                                  keepdims=True)
@@ -165,15 +185,19 @@ class Scaler:
 
     def state(self) -> dict[str, np.ndarray]:
         """The arrays (``mean``, ``std`` and the masks as 0/1; 0-d when global)."""
+        modes = {} if self.modes is None else self.modes.state()
         return {"mean": self.mean.copy(), "std": self.std.copy(),
                 "constant": self.constant.astype(np.float32),
-                "centred": self.centred.astype(np.float32)}
+                "centred": self.centred.astype(np.float32),
+                **{f"modes_{k}": v for k, v in modes.items()}}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> Scaler:
         """Inverse of ``state``."""
         try:
+            modes = {k[6:]: v for k, v in state.items() if k.startswith("modes_")}
             return cls(np.asarray(state["mean"]), np.asarray(state["std"]),
-                       state.get("constant"), state.get("centred"))
+                       state.get("constant"), state.get("centred"),
+                       ModeLevels.from_state(modes or None))
         except KeyError as exc:
             raise ModelError(f"scaler state lacks {exc}") from exc

@@ -25,6 +25,7 @@ import numpy as np
 from streamae.calibration import TailCalibration
 from streamae.exceptions import ModelError
 from streamae.models.arrays import ArrayNet, as_arrays
+from streamae.modes import ModeLevels
 from streamae.scaling import Scaler
 from streamae.windows import MAD_TO_SIGMA
 
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 ErrorMethod = Literal["z", "robust_z"]
 MIN_SCALE = 1e-8  # absolute floor of any scale
-UNION_OF_TWO = float(np.log10(2.0))  # windows: the pair's and the spread's tails joined
 # A feature's error scale is at least this share of the typical feature's: a pixel of blank
 # background or a channel reconstructed perfectly must not turn a tiny error into z = 1000s.
 RELATIVE_FLOOR = 0.1
@@ -118,10 +118,14 @@ def floored(typical: np.ndarray) -> np.ndarray:
     return np.maximum(values, max(MIN_SCALE, RELATIVE_FLOOR * float(np.mean(values))))
 
 
-def feature_weights(feature_mean: np.ndarray) -> np.ndarray:
+def feature_weights(feature_mean: np.ndarray, modes: ModeLevels | None = None) -> np.ndarray:
     """Per feature: 1 / its typical error, floored (a pixel of blank background must not
-    weigh a thousand times a stroke)."""
-    return (1.0 / floored(feature_mean)).astype(np.float32)
+    weigh a thousand times a stroke); 0 for a window's mode columns, which are context
+    (``streamae.modes``)."""
+    weight = (1.0 / floored(feature_mean)).astype(np.float32)
+    if modes is not None:
+        weight[..., modes.mode_columns] = 0.0
+    return weight
 
 
 def weighted_raw(model_scores: np.ndarray, feature_errors: np.ndarray, weight: np.ndarray,
@@ -216,9 +220,16 @@ class ErrorStats:
     parts: tuple[TailCalibration, ...] | None = None  # windows: (mean, peak[, spread])
     spread_typical: np.ndarray | None = None  # (D,) windows: typical spread per feature
     spread_low: np.ndarray | None = None  # (D,) windows: see spread_low (None: older state)
+    modes: ModeLevels | None = None  # windows with mode columns: the scaler's (None: none)
+    mode_tail: TailCalibration | None = None  # their deviations' part (with ``modes``)
 
     def __post_init__(self) -> None:
-        self._weight = feature_weights(self.feature_mean)
+        if (self.modes is None) != (self.mode_tail is None):
+            raise ModelError("mode levels and their calibration come together")
+        self._weight = feature_weights(self.feature_mean, self.modes)
+        # The parts joined by the union bound: the pair, the spread, the modes' levels.
+        joined = (self.spread_typical is not None) + (self.modes is not None)
+        self._union = float(np.log10(1 + joined))
 
     def sample_raw(self, model_scores: np.ndarray, feature_errors: np.ndarray,
                    scaled: np.ndarray | None = None) -> np.ndarray:
@@ -235,8 +246,11 @@ class ErrorStats:
             return pair
         if scaled is None:
             raise ModelError("a window's spread needs its scaled readings")
-        spread = self.parts[2].scores(self._spread_raw(scaled))
-        return np.maximum(self.calibration.scores(pair), spread)
+        joined = np.maximum(self.calibration.scores(pair),
+                            self.parts[2].scores(self._spread_raw(scaled)))
+        if self.modes is None:
+            return joined
+        return np.maximum(joined, self.mode_tail.scores(self.modes.deviations(scaled)))
 
     def spread_scores(self, scaled: np.ndarray) -> np.ndarray | None:
         """Windows (B, L, D) -> the spread part's calibrated score (B,) on the score's scale
@@ -244,7 +258,14 @@ class ErrorStats:
         that the spread, not the error, made the alarm."""
         if self.spread_typical is None or self.parts is None or len(self.parts) < 3:
             return None
-        return self.parts[2].scores(self._spread_raw(scaled)) - UNION_OF_TWO
+        return self.parts[2].scores(self._spread_raw(scaled)) - self._union
+
+    def mode_scores(self, scaled: np.ndarray) -> np.ndarray | None:
+        """Windows (B, L, D) -> the mode levels' calibrated score (B,) on the score's scale,
+        None without mode columns: what tells an event that a value left its mode's level."""
+        if self.modes is None:
+            return None
+        return self.mode_tail.scores(self.modes.deviations(scaled)) - self._union
 
     def spread_change(self, window: np.ndarray) -> tuple[int, str, float] | None:
         """One scaled window (L, D) -> (feature, "grown" or "flat", its spread / typical)
@@ -281,39 +302,45 @@ class ErrorStats:
     def from_errors(
         cls, sample_scores: np.ndarray, feature_errors: np.ndarray, method: ErrorMethod,
         scaled: np.ndarray | None = None, spread_reference: np.ndarray | None = None,
+        modes: ModeLevels | None = None,
     ) -> ErrorStats:
         """Fit on raw scores (N,), per-feature errors (N, *shape) and (windows) the scaled
         inputs of held-out normal samples (never the ones the model was fitted on: those
         errors are optimistic). The spread needs no model, so its part may be fitted on
         more normal windows (``spread_reference``, e.g. all of the warm-up's): a steadier
-        tail."""
+        tail. ``modes``, the scaler's mode levels, join as a part where the windows have
+        them."""
         scores = np.asarray(sample_scores, dtype=np.float64).ravel()
         errors = np.asarray(feature_errors, dtype=np.float64)
         if len(scores) < 2 or len(errors) != len(scores):
             raise ModelError(f"need >= 2 matching errors, got {len(scores)}/{len(errors)}")
         f_centre, f_scale = _centre_scale(errors, method)
         f_mean = errors.mean(axis=0).astype(np.float32)
-        weight = feature_weights(f_mean)
+        windows = errors.ndim == 3 and errors.shape[1] > 1  # (N, L, D)
+        reference = scaled if spread_reference is None else spread_reference
+        if not windows or reference is None:
+            modes = None
+        weight = feature_weights(f_mean, modes)
         raw = weighted_raw(scores, errors, weight, f_mean)
         parts, typical = None, None
-        if errors.ndim == 3 and errors.shape[1] > 1:  # windows (N, L, D)
+        if windows:
             peak = peak_raw(errors, weight)
             parts = (TailCalibration.fit(raw), TailCalibration.fit(peak))
             raw = np.maximum(parts[0].scores(raw), parts[1].scores(peak))
             if scaled is not None:
-                reference = scaled if spread_reference is None else spread_reference
                 spreads = window_spread(reference)
                 typical = spread_typical(spreads)
+                tail = None if modes is None else TailCalibration.fit(modes.deviations(reference))
                 stats = cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean,
-                            None, typical, spread_low(spreads, typical))
+                            None, typical, spread_low(spreads, typical), modes, tail)
                 stats.parts = (*parts, TailCalibration.fit(stats._spread_raw(reference)))
                 return stats
         return cls(method, TailCalibration.fit(raw), f_centre, f_scale, f_mean, parts, typical)
 
     def normalise_scores(self, raw: np.ndarray) -> np.ndarray:
         """Raw per-sample scores -> calibrated scores, ``-log10`` P(normal >= raw)."""
-        if self.spread_typical is not None:  # raw is already the pair's and spread's score
-            return np.asarray(raw, dtype=np.float32) - UNION_OF_TWO
+        if self.spread_typical is not None:  # raw is already the joined parts' score
+            return np.asarray(raw, dtype=np.float32) - self._union
         return self.calibration.scores(raw)
 
     def normalise_features(self, errors: np.ndarray) -> np.ndarray:
@@ -329,6 +356,9 @@ class ErrorStats:
             "spread_typical": (None if self.spread_typical is None
                                else self.spread_typical.tolist()),
             "spread_low": None if self.spread_low is None else self.spread_low.tolist(),
+            "modes": (None if self.modes is None else
+                      {k: v.tolist() for k, v in self.modes.state().items()}),
+            "mode_tail": None if self.mode_tail is None else self.mode_tail.state(),
             "shape": list(self.feature_centre.shape),
             "feature_centre": self.feature_centre.ravel().tolist(),
             "feature_scale": self.feature_scale.ravel().tolist(),
@@ -347,7 +377,10 @@ class ErrorStats:
                 raise ValueError(f"unknown method {method!r}")
             mean = np.asarray(state["feature_mean"], dtype=np.float32).reshape(shape)
             calibration = TailCalibration.from_state(state["calibration"])
-            return cls(method, calibration, centre, scale, mean, *parts_from_state(state))
+            tail = state.get("mode_tail")
+            return cls(method, calibration, centre, scale, mean, *parts_from_state(state),
+                       ModeLevels.from_state(state.get("modes")),
+                       None if tail is None else TailCalibration.from_state(tail))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"malformed error stats: {exc}") from exc
 
@@ -479,7 +512,8 @@ def recalibrate(scorer: Scorer, normal: np.ndarray, method: ErrorMethod) -> Dete
     (the gate's cut): its own validation split then has no tail, and every reading's tail
     probability came out too small (false alarms 15-45x the target after a few versions)."""
     _, _, model_scores, errors, scaled = scorer.analyse(normal)
-    stats = ErrorStats.from_errors(model_scores, errors, method, scaled)
+    stats = ErrorStats.from_errors(model_scores, errors, method, scaled,
+                                   modes=scorer.detector.scaler.modes)
     return dataclasses.replace(scorer.detector, error_stats=stats,
                                validation_scores=stats.sample_raw(model_scores, errors,
                                                                   scaled))

@@ -185,6 +185,9 @@ class ModelSettings(Section):
     # Windows: which features the model judges by shape rather than level. "auto" centres
     # a scalar stream and any feature whose level wanders in training (streamae/scaling.py).
     centring: Literal["auto", "none", "all"] = "auto"
+    # Windows: two-valued columns (commands, modes) are context and each measured value is
+    # judged against its mode's level (streamae/modes.py). False: every column is measured.
+    operating_modes: bool = True
     # Drop training samples whose error is far outside the bulk and refit (up to 4 times):
     # for a warm-up known to hold anomalies. Off by default: it also drops rare normal
     # patterns (a command switch, a normal spike), which then alarm (docs/quality.md).

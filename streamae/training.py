@@ -23,6 +23,7 @@ import torch
 from streamae.exceptions import ModelError
 from streamae.models import build_model
 from streamae.models.base import AutoEncoder
+from streamae.modes import ModeLevels
 from streamae.scaling import Centring, Scaler
 from streamae.scoring import Detector, ErrorMethod, ErrorStats, resolve_device
 
@@ -57,6 +58,7 @@ class TrainConfig:
     seed: int = 0  # torch and numpy seeds, and the split
     error_method: ErrorMethod = "robust_z"  # how ErrorStats normalises feature errors
     centre: Centring = "auto"  # windows: which features are judged by shape, not level
+    operating_modes: bool = True  # windows: judge values against their mode (modes.py)
     trim_outliers: bool = False  # drop samples far outside the bulk and refit (see ``fit``)
 
 
@@ -270,7 +272,7 @@ def _fit_once(
     model.to(target)
     train_idx, val_idx = _split(len(x), config.validation_fraction, rng)
     scaler = Scaler.fit(x[np.sort(train_idx)], per_feature=len(x.shape) < 4,
-                        centre=config.centre)
+                        centre=config.centre, modes=config.operating_modes)
     scaled = torch.from_numpy(scaler.transform(x)).to(target)
     x_train, x_val = scaled[train_idx], scaled[val_idx]
 
@@ -332,12 +334,13 @@ def favours_training(train_raw: np.ndarray, held_raw: np.ndarray) -> bool:
 
 def _error_stats(model: AutoEncoder, x: torch.Tensor, config: TrainConfig,
                  spread_reference: torch.Tensor | None = None,
-                 ) -> tuple[ErrorStats, np.ndarray]:
+                 modes: ModeLevels | None = None) -> tuple[ErrorStats, np.ndarray]:
     """Error statistics fitted on held-out normal ``x``, and its samples' raw scores."""
     scores, errors = _evaluate(model, x, config.batch_size)
     scaled = x.detach().cpu().numpy()
     reference = None if spread_reference is None else spread_reference.detach().cpu().numpy()
-    stats = ErrorStats.from_errors(scores, errors, config.error_method, scaled, reference)
+    stats = ErrorStats.from_errors(scores, errors, config.error_method, scaled, reference,
+                                   modes)
     return stats, stats.sample_raw(scores, errors, scaled)
 
 
@@ -356,7 +359,7 @@ def _finish(
     model stays on its device); the windows' spread, which needs no model, on all of
     ``x_all``."""
     calibrate = x_val if x_calibrate is None else x_calibrate
-    stats, scores = _error_stats(model, calibrate, config, x_all)
+    stats, scores = _error_stats(model, calibrate, config, x_all, scaler.modes)
     sensitivity = spike_sensitivity(model, stats, x_val, config)
     return Detector(model, scaler, stats, train_loss, val_loss, scores, epochs_run,
                     sensitivity)
