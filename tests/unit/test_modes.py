@@ -118,7 +118,7 @@ def test_an_event_names_the_value_that_left_its_modes_level(detector):
     event's ``mode`` part names the value, and an incident ranks it first."""
     names = ("value", "cmd0", "cmd1", "cmd2")
     rows = telemetry(np.full(LENGTH, 2), seed=8)
-    rows[-3:, 0] += 1.5
+    rows[-6:, 0] += 1.5  # held for most of the window
     scaled = detector.scaler.transform(rows[None])[0]
     (entry,) = mode_deviations(detector.error_stats, scaled, names, threshold=4.0)
     assert entry["feature"] == "value" and entry["deviation"] > 10.0
