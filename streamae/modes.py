@@ -51,7 +51,7 @@ def distinct_counts(rows: np.ndarray) -> np.ndarray:
 
 def _codes(bits: np.ndarray) -> np.ndarray:
     """0/1 mode bits (..., M) -> an int64 code each (a hash that wraps: fine as a key)."""
-    return (bits.astype(np.int64) * _HASH[: bits.shape[-1]]).sum(axis=-1)
+    return bits.astype(np.int64) @ _HASH[: bits.shape[-1]]  # 10x a multiply and sum
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,21 @@ class ModeLevels:
     spread: np.ndarray  # (C, K), floored
     codes: np.ndarray = field(init=False, repr=False)  # (C,) sorted, from the patterns
     typical: np.ndarray = field(init=False, repr=False)  # (K,) median spread over modes
+    # Per mode and one more row for "no known mode": what residual() subtracts from and
+    # multiplies the measured values by, and keeps of the mode columns (the last row: all).
+    _shift: np.ndarray = field(init=False, repr=False)  # (C + 1, K)
+    _gain: np.ndarray = field(init=False, repr=False)  # (C + 1, K)
+    _keep: np.ndarray = field(init=False, repr=False)  # (C + 1, 1)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codes", _codes(self.patterns))
         object.__setattr__(self, "typical", np.median(self.spread, axis=0).astype(np.float32))
+        width = self.median.shape[1]
+        tables = {"_shift": np.vstack([self.median, np.zeros((1, width))]),
+                  "_gain": np.vstack([self.typical / self.spread, np.ones((1, width))]),
+                  "_keep": np.r_[np.zeros(len(self.median)), 1.0][:, None]}
+        for name, table in tables.items():
+            object.__setattr__(self, name, table.astype(np.float32))
         if self.codes.size and np.any(np.diff(self.codes) <= 0):
             raise ModelError("malformed mode levels: patterns out of order or repeated")
 
@@ -102,41 +113,36 @@ class ModeLevels:
         return cls(columns, values, measured, bits[first[kept]].astype(np.float32), median,
                    spread)
 
-    def _lookup(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled readings (..., D) -> (row of the level table, whether the mode has one).
-        A mode column off both of its values (a command 7 where training had 0 and 1) is
-        no known mode: the model sees it as it is."""
-        flags = x[..., self.mode_columns]
+    def _rows(self, flags: np.ndarray) -> np.ndarray:
+        """Scaled mode columns (..., M) -> each reading's row of the tables, the last where
+        its mode has no levels. A mode column off both of its values (a command 7 where
+        training had 0 and 1) is no known mode: the model sees it as it is."""
         low, high = self.values[:, 0], self.values[:, 1]
         codes = _codes(flags > 0.5 * (low + high))
         index = np.clip(np.searchsorted(self.codes, codes), 0, len(self.codes) - 1)
         exact = (np.abs(flags - low) <= VALUE_TOLERANCE) | (np.abs(flags - high) <= VALUE_TOLERANCE)
-        return index, (self.codes[index] == codes) & exact.all(axis=-1)
+        known = (self.codes[index] == codes) & exact.all(axis=-1)
+        return np.where(known, index, len(self.codes))
 
     def residual(self, x: np.ndarray) -> np.ndarray:
         """Scaled readings (..., D) as the model sees them (see the module docstring); a
         new array."""
         out = np.array(x, dtype=np.float32, copy=True)
-        index, known = self._lookup(out)
-        rows = out[known]  # (R, D) a copy
-        i = index[known]
-        rows[:, self.measured] = ((rows[:, self.measured] - self.median[i])
-                                  * (self.typical / self.spread[i]))
-        rows[:, self.mode_columns] = 0.0
-        out[known] = rows
+        row = self._rows(out[..., self.mode_columns])
+        out[..., self.measured] = (out[..., self.measured] - self._shift[row]) * self._gain[row]
+        out[..., self.mode_columns] *= self._keep[row]
         return out
 
-    def restore(self, x: np.ndarray, like: np.ndarray) -> np.ndarray:
-        """Inverse of ``residual`` for ``x`` (e.g. a reconstruction) of the scaled readings
-        ``like``, whose mode columns say the mode and are given back as they were."""
+    def restore(self, x: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        """Inverse of ``residual`` for ``x`` (e.g. a reconstruction) of readings whose
+        scaled mode columns are ``flags`` (..., M): they say the mode and are given back as
+        they were."""
         out = np.array(x, dtype=np.float32, copy=True)
-        scaled = np.asarray(like, dtype=np.float32)
-        index, known = self._lookup(scaled)
-        rows, i = out[known], index[known]
-        rows[:, self.measured] = (rows[:, self.measured] * (self.spread[i] / self.typical)
-                                  + self.median[i])
-        rows[:, self.mode_columns] = scaled[known][:, self.mode_columns]
-        out[known] = rows
+        flags = np.asarray(flags, dtype=np.float32)
+        row = self._rows(flags)
+        out[..., self.measured] = out[..., self.measured] / self._gain[row] + self._shift[row]
+        out[..., self.mode_columns] = np.where(self._keep[row] == 0.0, flags,
+                                               out[..., self.mode_columns])
         return out
 
     def _z(self, residuals: np.ndarray) -> np.ndarray:

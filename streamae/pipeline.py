@@ -321,7 +321,7 @@ class Daemon:
                          batch: Any, i: int,
                          threshold: float | None) -> tuple[tuple[str, float], ...]:
         """Publish one anomaly event; its top features (name, z) for the incident."""
-        explanation = explain(sample, values, batch.reconstructed[i], batch.feature_z[i],
+        explanation = explain(sample, values, batch.reconstruction(i), batch.feature_z[i],
                               self.settings.threshold.top_k, with_heatmap=True,
                               unseen=None if batch.unseen is None else batch.unseen[i])
         if batch.scaled is not None and (spread := spread_changes(

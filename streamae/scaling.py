@@ -167,7 +167,10 @@ class Scaler:
         levels back, and readings their modes' levels (without it they stay residuals)."""
         x = np.asarray(data, dtype=np.float32)
         if self.modes is not None and like is not None:
-            x = self.modes.restore(x, (np.asarray(like, np.float32) - self.mean) / self.std)
+            columns = self.modes.mode_columns
+            flags = np.asarray(like, np.float32)[..., columns]
+            scaled = np.clip((flags - self.mean[columns]) / self.std[columns], -CLIP, CLIP)
+            x = self.modes.restore(x, scaled)  # as transform() saw them
         x = x * self.std + self.mean
         if like is not None and self.centred.any():
             levels = np.asarray(like, dtype=np.float32)[..., self.centred].mean(axis=-2,

@@ -429,15 +429,31 @@ class Detector:
 
 @dataclass
 class ScoreBatch:
-    """Scores of one batch, everything in numpy and in the input's original units."""
+    """Scores of one batch, everything in numpy and in the input's original units.
+
+    Reconstructions are kept in the model's units and brought back to the input's only
+    when asked (``reconstruction``): only flagged samples are explained, and doing it for
+    every sample cost up to a quarter of scoring a window."""
 
     scores: np.ndarray  # (B,) calibrated: -log10 P(normal error >= this one)
     raw_scores: np.ndarray  # (B,) feature-weighted error, before calibration
     feature_z: np.ndarray  # (B, *shape)
-    reconstructed: np.ndarray  # (B, *shape), original units
+    model_reconstruction: np.ndarray  # (B, *shape), the model's (scaled) units
+    inputs: np.ndarray  # (B, *shape), original units
+    scaler: Scaler
     latent: np.ndarray | None = None  # (B, latent_size), posterior mean for VAEs
     unseen: np.ndarray | None = None  # (B, *shape) bools: constant-in-training, now changed
     scaled: np.ndarray | None = None  # (B, L, D) windows: the model's view (spread_change)
+
+    def reconstruction(self, i: int) -> np.ndarray:
+        """Sample ``i``'s reconstruction in original units."""
+        return self.scaler.inverse(self.model_reconstruction[i:i + 1],
+                                   like=self.inputs[i:i + 1])[0]
+
+    @property
+    def reconstructed(self) -> np.ndarray:
+        """Every sample's reconstruction in original units (B, *shape)."""
+        return self.scaler.inverse(self.model_reconstruction, like=self.inputs)
 
 
 def chunk_size(kind: str, device: str, max_batch: int) -> int:
@@ -494,7 +510,9 @@ class Scorer:
             scores=stats.normalise_scores(raw),
             raw_scores=raw,
             feature_z=stats.normalise_features(errors),
-            reconstructed=scaler.inverse(recon, like=array),
+            model_reconstruction=recon,
+            inputs=array,
+            scaler=scaler,
             latent=latent,
             unseen=scaler.unseen(array) if scaler.constant.any() else None,
             scaled=scaled if stats.spread_typical is not None else None,

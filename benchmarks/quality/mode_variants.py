@@ -2,18 +2,22 @@
 """Value + one-hot commands, varied beyond the suite's generator: do operating modes hold?
 
     .venv/bin/python benchmarks/quality/mode_variants.py [STREAMAE_X=Y ...]   # ~1 min
+    .venv/bin/python benchmarks/quality/mode_variants.py --cost   # scoring, modes on/off
 
 Each variant draws the commands' levels per seed (the suite's are fixed) and changes one
 thing: how many commands, how often they switch, how the flags are coded, how long the
 events last, how slowly the value settles on a new level. Recall of events and false alarms
 per 1,000 normal readings over seeds 0-2, with the defaults (or the settings given, e.g.
-``STREAMAE_MODEL__OPERATING_MODES=false``). Figures in docs/quality.md.
+``STREAMAE_MODEL__OPERATING_MODES=false``). ``--cost``: CPU per window of scoring the
+suite's scenario with modes on and off, median of 9 alternating passes, same process. Figures in
+docs/quality.md.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +67,36 @@ VARIANTS = {
 }
 
 
+def scoring_cost() -> None:
+    """CPU us per window of ``Scorer.score`` on value + commands, modes on and off."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from streamae.live import train_detector
+    from streamae.scoring import Scorer
+    from streamae.settings import ModelSettings
+
+    scenario = g.value_commands(0)
+    windows = sliding_window_view(scenario.values, (16, 6))[:, 0].copy()
+    train, test = windows[: g.TRAIN - 15], windows[g.TRAIN - 15:]
+    scorers = {modes: Scorer(train_detector(train, ModelSettings(operating_modes=modes), "cpu"),
+                             "cpu") for modes in (True, False)}
+    passes: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(9):  # alternating, so the machine's noise falls on both alike
+        for modes, scorer in scorers.items():
+            start = time.process_time()
+            scorer.score(test)
+            passes[modes].append((time.process_time() - start) / len(test) * 1e6)
+    cost = {modes: float(np.median(p)) for modes, p in passes.items()}
+    for modes, us in cost.items():
+        print(f"operating modes {'on' if modes else 'off'}: {us:.1f} us per window")
+    print(f"ratio on / off: {cost[True] / cost[False]:.2f}")
+
+
 def main() -> int:
     logging.basicConfig(level=logging.ERROR)
+    if "--cost" in sys.argv:
+        scoring_cost()
+        return 0
     env = dict(arg.split("=", 1) for arg in sys.argv[1:])
     print("| variant | recall (min) | false alarms / 1,000 (max) | per seed |")
     print("|---|---|---|---|")

@@ -208,9 +208,10 @@ def test_a_growing_vibration_is_flagged_and_its_event_says_its_spread_grew(
 def test_a_value_off_its_commands_level_is_flagged_and_named_new_command_pairs_are_not(
         daemon_env, produce, read_topic, monkeypatch):
     """Telemetry: a value whose level follows one of three one-hot commands. A stretch
-    where the value sits off its command's level is flagged and its events name it in
-    ``mode`` (the model alone rebuilt such levels: recall 0.25); the command order changing
-    to pairs training never showed (21.68 false alarms per 1,000 before) is not."""
+    where the value sits off its command's level is flagged, and the events of windows
+    where it is off for at least half the readings name it in ``mode`` (the model alone
+    rebuilt such levels: recall 0.25); the command order changing to pairs training never
+    showed (21.68 false alarms per 1,000 before) is not."""
     rng = np.random.default_rng(4)
     readings, segment, off_from, off_to = 1000, 40, 690, 706
     order = [i % 3 for i in range(20)] + [0, 2, 1, 0, 2]  # from reading 800: 1 -> 0 -> 2 -> 1
@@ -228,8 +229,11 @@ def test_a_value_off_its_commands_level_is_flagged_and_named_new_command_pairs_a
     events = flagged_events(env, messages, produce, read_topic, monkeypatch)
     holding = [e for e in events  # windows that hold an off-level reading
                if ts(off_from) <= e["event_ts_ms"] < ts(off_to + LENGTH - 1)]
-    assert holding, "the value off its command's level was not flagged"
+    half = LENGTH // 2  # windows where the value is off for at least half the readings
+    held = [e for e in holding
+            if ts(off_from + half - 1) <= e["event_ts_ms"] <= ts(off_to + half - 2)]
+    assert len(held) >= 0.9 * (off_to - off_from + 1), held  # measured: all 17
     assert all(e.get("mode", [{}])[0].get("feature") == "value"
-               and e["mode"][0]["deviation"] > 5 for e in holding), holding[0]
+               and e["mode"][0]["deviation"] > 5 for e in held), held[0]
     others = [e for e in events if e not in holding]
     assert len(others) <= 1, others  # the new command pairs from reading 800 included
