@@ -193,7 +193,7 @@ def _build(header: dict, tensors: dict[str, np.ndarray]) -> Checkpoint:
         )
         if any(a.shape != shape for a in (stats.feature_centre, stats.feature_scale,
                                           stats.feature_mean)) or (
-                spread_typical is not None and spread_typical.shape != shape[-1:]) :
+                spread_typical is not None and spread_typical.shape != shape[-1:]):
             raise CheckpointError(f"error statistics do not match input shape {shape}")
         detector = Detector(
             model=model,

@@ -324,12 +324,10 @@ class Daemon:
         explanation = explain(sample, values, batch.reconstruction(i), batch.feature_z[i],
                               self.settings.threshold.top_k, with_heatmap=True,
                               unseen=None if batch.unseen is None else batch.unseen[i])
-        if batch.scaled is not None and (spread := spread_changes(
-                live.detector.error_stats, batch.scaled[i], sample.names, threshold)):
-            explanation["spread"] = spread
-        if batch.scaled is not None and (mode := mode_deviations(
-                live.detector.error_stats, batch.scaled[i], sample.names, threshold)):
-            explanation["mode"] = mode
+        for part, named in (("spread", spread_changes), ("mode", mode_deviations)):
+            if batch.scaled is not None and (found := named(
+                    live.detector.error_stats, batch.scaled[i], sample.names, threshold)):
+                explanation[part] = found  # what made the alarm, where errors do not say
         event = build_event(sample, score=float(batch.scores[i]), threshold=float(threshold),
                             method=self.settings.threshold.method,
                             kind=live.detector.model.description,

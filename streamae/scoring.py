@@ -208,8 +208,10 @@ class ErrorStats:
     The spread, nearly independent of the errors, joins by the union bound: P(pair or
     spread at least this rare) <= 2 x 10^-s, exact when they never fire together, so the
     score is the larger minus log10(2). A fitted tail of the max of all three came out
-    1.2-3.5x the target rate (benchmarks/quality/stability.py), this one 0.5-1.4x. States
-    saved before a part existed score without it.
+    1.2-3.5x the target rate (benchmarks/quality/stability.py), this one 0.5-1.4x. Windows
+    with operating modes (``streamae.modes``) are judged a fourth way, by how far a value
+    holds off its mode's level, joined the same way (minus log10(3)). States saved before a
+    part existed score without it.
     """
 
     method: ErrorMethod  # how per-feature errors become z
