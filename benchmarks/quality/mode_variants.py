@@ -15,6 +15,7 @@ docs/quality.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -98,13 +99,8 @@ def main() -> int:
         scoring_cost()
         return 0
     env = dict(arg.split("=", 1) for arg in sys.argv[1:])
-    print("| variant | recall (min) | false alarms / 1,000 (max) | per seed |")
-    print("|---|---|---|---|")
-    for name, change in VARIANTS.items():
-        figures = [quality.run_scenario(telemetry(seed, **change), env) for seed in (0, 1, 2)]
-        seeds = " ".join(f"{f.recall:.2f}/{f.false_per_1000:.2f}" for f in figures)
-        print(f"| {name} | {min(f.recall for f in figures):.3f} | "
-              f"{max(f.false_per_1000 for f in figures):.2f} | {seeds} |", flush=True)
+    quality.print_variants({name: functools.partial(telemetry, **change)
+                            for name, change in VARIANTS.items()}, env)
     return 0
 
 

@@ -24,6 +24,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,18 @@ def table(rows: dict[str, list[Quality]]) -> str:
         met = "yes" if recall >= 0.95 and false <= 1.0 else "no"
         lines.append(f"| {name} | {recall:.3f} | {false:.2f} | {f1:.3f} | {met} |")
     return "\n".join(lines)
+
+
+def print_variants(variants: dict[str, Callable[[int], Scenario]],
+                   env: dict[str, str], seeds: Sequence[int] = (0, 1, 2)) -> None:
+    """A table of scenarios beyond the suite: recall (min), false alarms (max), per seed."""
+    print("| variant | recall (min) | false alarms / 1,000 (max) | per seed (recall/false) |")
+    print("|---|---|---|---|")
+    for name, make in variants.items():
+        figures = [run_scenario(make(seed), env) for seed in seeds]
+        per_seed = " ".join(f"{f.recall:.2f}/{f.false_per_1000:.2f}" for f in figures)
+        print(f"| {name} | {min(f.recall for f in figures):.3f} | "
+              f"{max(f.false_per_1000 for f in figures):.2f} | {per_seed} |", flush=True)
 
 
 def main() -> int:
