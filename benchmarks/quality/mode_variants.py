@@ -6,8 +6,9 @@
 
 Each variant draws the commands' levels per seed (the suite's are fixed) and changes one
 thing: how many commands, how often they switch, how the flags are coded, how long the
-events last, how slowly the value settles on a new level. Recall of events and false alarms
-per 1,000 normal readings over seeds 0-2, with the defaults (or the settings given, e.g.
+events last, how slowly the value settles on a new level; then commands sent as pulses
+(``pulses``). Recall of events and false alarms per 1,000 normal readings over seeds 0-2,
+with the defaults (or the settings given, e.g.
 ``STREAMAE_MODEL__OPERATING_MODES=false``). ``--cost``: CPU per window of scoring the
 suite's scenario with modes on and off, median of 9 alternating passes, same process. Figures in
 docs/quality.md.
@@ -57,6 +58,35 @@ def telemetry(seed: int, commands: int = 5, segment: int = 100, settling: float 
                       g.TRAIN, names)
 
 
+def pulses(seed: int, commands: int = 10, rate: float = 0.004, response: float = 0.0,
+           unseen: int = 0) -> g.Scenario:
+    """Commands *sent* now and then (a public telemetry benchmark's shape: each column 1 on
+    a random ``rate`` of rows, else 0) beside a value on a slow cycle (noise 0.1);
+    ``response``: the value's transient after a command (decaying over ~10 rows);
+    ``unseen``: commands never sent in the warm-up. Events: the value 1.0 off for 20 rows."""
+    rng = np.random.default_rng(seed)
+    n = g.TRAIN + g.TEST
+    value = np.sin(2 * np.pi * np.arange(n) / 300) + 0.1 * rng.normal(size=n)
+    flags = (rng.random((n, commands)) < rate).astype(float)
+    flags[: g.TRAIN, :unseen] = 0.0
+    if response:
+        value += np.convolve(flags.sum(axis=1) * response, np.exp(-np.arange(10) / 3.0))[:n]
+    labels = np.zeros(n, bool)
+    for start in g._event_starts(rng, 20):
+        value[start:start + 20] += rng.choice([-1.0, 1.0])
+        labels[start:start + 20] = True
+    names = ("value", *[f"cmd{i}" for i in range(commands)])
+    return g.Scenario("pulses", np.column_stack([value, flags]).astype(np.float32), labels,
+                      g.TRAIN, names)
+
+
+PULSE_VARIANTS = {
+    "10 commands sent as pulses, 0.4% of rows each": {},
+    "pulses on 0.1% of rows": {"rate": 0.001},
+    "pulses on 2% of rows": {"rate": 0.02},
+    "the value responds to each pulse (0.5)": {"response": 0.5},
+    "3 commands never sent in the warm-up": {"unseen": 3},
+}
 VARIANTS = {
     "5 commands, segments of 100": {},
     "commands coded -5/+5": {"coding": (-5.0, 5.0)},
@@ -99,8 +129,10 @@ def main() -> int:
         scoring_cost()
         return 0
     env = dict(arg.split("=", 1) for arg in sys.argv[1:])
-    quality.print_variants({name: functools.partial(telemetry, **change)
-                            for name, change in VARIANTS.items()}, env)
+    quality.print_variants({**{name: functools.partial(telemetry, **change)
+                               for name, change in VARIANTS.items()},
+                            **{name: functools.partial(pulses, **change)
+                               for name, change in PULSE_VARIANTS.items()}}, env)
     return 0
 
 

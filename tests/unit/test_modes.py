@@ -149,3 +149,34 @@ def test_a_command_off_both_of_its_values_is_no_known_mode(detector):
     scaled = detector.scaler.transform(rows[None])[0]
     assert np.all(scaled[:-1, 1:] == 0.0) and scaled[-1, 2] != 0.0
     assert float(Scorer(detector, "cpu").score(rows[None]).scores[0]) > 4.0
+
+
+def test_a_command_sent_now_and_then_is_read_as_the_mode_in_force():
+    """Command columns that are 1 on a few rows (a command sent, too rare to be a mode of
+    its own): such a row is one flag away from exactly one known mode and is judged as
+    that mode, so a pulse is not news, while a value off the mode's level still is."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    value = np.sin(np.arange(n) * 2 * np.pi / 60) + 0.1 * rng.normal(size=n)
+    pulses = (rng.random((n, 4)) < 0.002).astype(float)
+    rows = np.column_stack([value, pulses]).astype(np.float32)
+    scaler = Scaler.fit(windows(rows), per_feature=True)
+    modes = scaler.modes
+    assert modes is not None and len(modes.codes) == 1  # only "no command sent" is a mode
+    probe = rows[100:100 + LENGTH].copy()
+    probe[:, 1:] = 0.0
+    probe[3, 2] = 1.0  # a command sent
+    scaled = scaler.transform(probe[None])[0]
+    assert np.all(scaled[:, 1:] == 0.0)  # read as the mode in force: the pulse is context
+    np.testing.assert_allclose(scaler.inverse(scaled[None], like=probe[None])[0], probe,
+                               atol=1e-4)
+    probe[3, 1] = 1.0  # two commands at once: two flags away from the only mode
+    assert np.any(scaler.transform(probe[None])[0][:, 1:] != 0.0)
+    detector = fit(windows(rows), "dense", {"hidden_sizes": [32], "latent_size": 4},
+                   TrainConfig(epochs=15), device="cpu")
+    sent = np.column_stack([value[2000:2000 + LENGTH], np.zeros((LENGTH, 4))])
+    sent[4, 3] = 1.0
+    off = sent.copy()
+    off[:, 0] += 1.5  # 15 noise units off the value's usual course
+    scores = Scorer(detector, "cpu").score(np.stack([sent, off]).astype(np.float32)).scores
+    assert scores[0] < 4.0 < scores[1]
