@@ -133,9 +133,9 @@ class ModeLevels:
         """Readings one flag away from exactly one known mode are read as that mode: a
         command sent now and then (a pulse, too rare to be a mode of its own) is context
         on top of the mode in force, not a state the model has never seen. Fed as they
-        are, such rows ruled the error's tail (value + commands sent on 0.1% of rows:
-        recall 0.58, 2.7 false alarms per 1,000). Two modes one flag away (two commands
-        at once, where each alone is known) stay unknown."""
+        were, such rows made the false alarms of value + commands sent on 0.1% of rows
+        (2.69 per 1,000; 0.00 read as the mode). Two modes one flag away (two commands at
+        once, where each alone is known) stay unknown."""
         unknown = np.flatnonzero((row.ravel() == len(self.codes)) & exact.ravel())
         if unknown.size == 0:
             return row
