@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 .venv/bin/ruff check streamae tests benchmarks scripts
 bash scripts/helm_check.sh
-.venv/bin/python -m pytest "$@"
+# Two workers by default (STREAMAE_TEST_WORKERS=0 runs in one process); a test file stays
+# on one worker, so its module fixtures are built once.
+.venv/bin/python -m pytest -n "${STREAMAE_TEST_WORKERS:-2}" --dist loadfile "$@"
